@@ -1,0 +1,1 @@
+"""The edge: nginx in front of the GPU fleet, rendered from the config."""

@@ -1,0 +1,128 @@
+"""Render the edge's nginx config from the fleet config, and check it with the real `nginx -t`.
+
+The same template serves the sandbox and the AWS edge; only the listen address, the upstream
+list and the file paths differ.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from llmfleet.config import FleetConfig
+from llmfleet.paths import images_dir
+
+# OpenAI-shaped bodies for the errors nginx itself answers (no backend reached).
+ERROR_PAGES = (
+    ("too_large", 413, "invalid_request_error", "request_too_large",
+     "The request body is larger than this endpoint accepts."),
+    ("bad_gateway", 502, "server_error", "upstream_unavailable",
+     "No model server could take the request. Please retry shortly."),
+    ("unavailable", 503, "server_error", "service_unavailable",
+     "The service is overloaded or not ready yet. Please retry shortly."),
+    ("gateway_timeout", 504, "server_error", "upstream_timeout",
+     "The model server did not answer in time. Please retry shortly."),
+)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One GPU node (or sandbox backend) as the edge sees it."""
+
+    name: str
+    host: str
+    port: int
+    instance_type: str | None = None  # picks the weight under GPU-weighted balancing
+    down: bool = False  # draining: finish what it has, take nothing new
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class NginxPaths:
+    """Where nginx keeps its runtime files; Debian's defaults on a real edge host."""
+
+    pid: str = "/run/nginx.pid"
+    error_log: str = "/var/log/nginx/error.log"
+    access_log: str = "/var/log/nginx/access.log"
+    temp_dir: str | None = None
+
+    @classmethod
+    def under(cls, directory: Path) -> NginxPaths:
+        """Every runtime file inside one directory (the sandbox's state dir)."""
+        return cls(
+            pid=str(directory / "nginx.pid"),
+            error_log=str(directory / "error.log"),
+            access_log=str(directory / "access.log"),
+            temp_dir=str(directory / "tmp"),
+        )
+
+
+def render_nginx_conf(
+    config: FleetConfig,
+    upstreams: list[Upstream],
+    *,
+    listen: str = "127.0.0.1:8080",
+    paths: NginxPaths | None = None,
+    worker_processes: str = "auto",
+    worker_connections: int = 8192,
+) -> str:
+    """Return nginx.conf text for this fleet and these upstreams."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(images_dir() / "edge"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # nginx config, not HTML
+    )
+    env.filters["nginx_seconds"] = _nginx_seconds
+    return env.get_template("nginx.conf.j2").render(
+        stack=config.stack_name,
+        strategy=config.load_balancing.strategy.value,
+        lb=config.load_balancing,
+        upstreams=upstreams,
+        listen=listen,
+        paths=paths or NginxPaths(),
+        worker_processes=worker_processes,
+        worker_connections=worker_connections,
+        error_pages=ERROR_PAGES,
+    )
+
+
+def nginx_binary() -> str:
+    """Path of the nginx executable; Debian puts it in /usr/sbin, often off a user's PATH."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise FileNotFoundError(
+            "nginx is not installed; run scripts/quickstart (or apt-get install nginx)"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class NginxCheck:
+    ok: bool
+    output: str
+
+
+def check_nginx_conf(conf_path: Path, error_log: Path | None = None) -> NginxCheck:
+    """Run the real `nginx -t` on a rendered file."""
+    error_log = error_log or conf_path.with_name("nginx-check.log")
+    result = subprocess.run(
+        [nginx_binary(), "-t", "-q", "-c", str(conf_path.resolve()), "-e", str(error_log)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return NginxCheck(result.returncode == 0, (result.stdout + result.stderr).strip())
+
+
+def _nginx_seconds(value: float) -> str:
+    """nginx time syntax; milliseconds when the value is not whole seconds."""
+    return f"{int(value)}s" if float(value).is_integer() else f"{round(value * 1000)}ms"
