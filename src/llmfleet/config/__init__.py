@@ -11,7 +11,13 @@ from llmfleet.config.model import (
     Sandbox,
     Strategy,
 )
-from llmfleet.config.sources import from_pulumi_config_env, load_pulumi_stack, load_yaml, validate
+from llmfleet.config.sources import (
+    from_pulumi_config_env,
+    load_pulumi_stack,
+    load_yaml,
+    read_yaml,
+    validate,
+)
 
 __all__ = [
     "BackendKind",
@@ -27,5 +33,6 @@ __all__ = [
     "from_pulumi_config_env",
     "load_pulumi_stack",
     "load_yaml",
+    "read_yaml",
     "validate",
 ]

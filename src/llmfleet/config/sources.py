@@ -28,6 +28,11 @@ def load_yaml(path: str | Path | None) -> FleetConfig:
     """Load the sandbox config file; no file means every default."""
     if path is None:
         return FleetConfig()
+    return validate(read_yaml(path), str(path))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The file's raw mapping, for callers that merge overrides before validating."""
     path = Path(path)
     source = str(path)
     try:
@@ -42,7 +47,7 @@ def load_yaml(path: str | Path | None) -> FleetConfig:
         raise ConfigError(
             source, [ConfigIssue("(top level)", data, "must be a mapping of config sections")]
         )
-    return validate(data, source)
+    return data
 
 
 def _file_error(source: str, problem: str) -> ConfigError:

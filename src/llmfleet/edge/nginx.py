@@ -63,6 +63,11 @@ class NginxPaths:
             temp_dir=str(directory / "tmp"),
         )
 
+    def make_dirs(self) -> None:
+        """nginx creates the temp folders but not their parent; create it."""
+        if self.temp_dir:
+            Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
+
 
 def render_nginx_conf(
     config: FleetConfig,

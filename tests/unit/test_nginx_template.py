@@ -1,0 +1,126 @@
+"""The edge's nginx config: every rendering here is also accepted by the real `nginx -t`."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from llmfleet.config import validate
+from llmfleet.edge.nginx import (
+    ERROR_PAGES,
+    NginxPaths,
+    Upstream,
+    check_nginx_conf,
+    render_nginx_conf,
+)
+
+THREE = [Upstream(f"gpu-{i}", "10.0.1.1" + str(i), 8000) for i in range(3)]
+
+
+def render_checked(tmp_path: Path, data: dict, upstreams: list[Upstream]) -> str:
+    """Render into tmp_path and require `nginx -t` to accept it."""
+    paths = NginxPaths.under(tmp_path)
+    paths.make_dirs()
+    text = render_nginx_conf(validate(data, "test"), upstreams, paths=paths)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    check = check_nginx_conf(conf)
+    assert check.ok, check.output
+    return text
+
+
+def upstream_block(text: str) -> str:
+    return re.search(r"upstream vllm_fleet \{(.*?)\n    \}", text, re.S).group(1)
+
+
+def test_seed_upstream_least_conn_three_servers_keepalive_and_failure_limits(tmp_path):
+    block = upstream_block(render_checked(tmp_path, {}, THREE))
+    assert "least_conn;" in block
+    assert "keepalive 32;" in block
+    servers = re.findall(r"server (\S+) (.*);", block)
+    assert [s[0] for s in servers] == ["10.0.1.10:8000", "10.0.1.11:8000", "10.0.1.12:8000"]
+    assert all("max_fails=3 fail_timeout=30s" in s[1] for s in servers)
+    # A shared zone makes least_conn count connections across all workers, not per worker.
+    assert re.search(r"zone vllm_fleet \d+k;", block)
+
+
+def test_streaming_directives_reach_the_proxied_location(tmp_path):
+    text = render_checked(tmp_path, {}, THREE)
+    location = re.search(r"location /v1/ \{(.*?)\n        \}", text, re.S).group(1)
+    for directive in ("proxy_http_version 1.1;", 'proxy_set_header Connection "";',
+                      "proxy_buffering off;", "proxy_cache off;", "proxy_read_timeout 300s;"):
+        assert directive in location
+    assert "gzip off;" in text
+
+
+def test_failed_requests_move_on_a_bounded_number_of_times(tmp_path):
+    text = render_checked(tmp_path, {"load_balancing": {"next_upstream_tries": 3,
+                                                         "next_upstream_timeout_s": 7.5}}, THREE)
+    assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in text
+    assert "proxy_next_upstream_tries 3;" in text
+    assert "proxy_next_upstream_timeout 7500ms;" in text
+
+
+def test_round_robin_drops_least_conn(tmp_path):
+    text = render_checked(tmp_path, {"load_balancing": {"strategy": "round_robin"}}, THREE)
+    assert "least_conn" not in upstream_block(text)
+
+
+def test_gpu_weights_and_draining_servers(tmp_path):
+    data = {
+        "fleet": {"instance_types": [{"type": "g4dn.xlarge"}, {"type": "g5.xlarge"}]},
+        "load_balancing": {"weights": {"g5.xlarge": 3}},
+    }
+    upstreams = [
+        Upstream("t4", "10.0.0.1", 8000, instance_type="g4dn.xlarge"),
+        Upstream("a10g", "10.0.0.2", 8000, instance_type="g5.xlarge"),
+        Upstream("leaving", "10.0.0.3", 8000, instance_type="g5.xlarge", down=True),
+    ]
+    block = upstream_block(render_checked(tmp_path, data, upstreams))
+    assert re.search(r"server 10.0.0.1:8000 weight=1 .*;", block)
+    assert re.search(r"server 10.0.0.2:8000 weight=3 .*;", block)
+    assert re.search(r"server 10.0.0.3:8000 weight=3 .* down;", block)
+
+
+def test_no_servers_still_renders_a_valid_config(tmp_path):
+    block = upstream_block(render_checked(tmp_path, {}, []))
+    assert re.search(r"server \S+ down;", block)
+
+
+def test_body_limit_keepalive_off_and_timeouts_follow_the_config(tmp_path):
+    text = render_checked(tmp_path, {"load_balancing": {
+        "max_body_size": "256k", "keepalive": 0, "read_timeout_s": 600,
+        "connect_timeout_s": 0.5}}, THREE)
+    assert "client_max_body_size 256k;" in text
+    assert "keepalive 32" not in text and "keepalive " not in upstream_block(text)
+    assert "proxy_read_timeout 600s;" in text
+    assert "proxy_connect_timeout 500ms;" in text
+
+
+@pytest.mark.parametrize("page", ERROR_PAGES, ids=[p[0] for p in ERROR_PAGES])
+def test_edge_errors_are_openai_shaped_json(tmp_path, page):
+    name, status, kind, code, _ = page
+    text = render_checked(tmp_path, {}, THREE)
+    assert f"error_page {status} = @{name};" in text
+    body = re.search(rf"location @{name} \{{.*?return {status} '(.*?)';", text, re.S).group(1)
+    error = json.loads(body)["error"]
+    assert (error["type"], error["code"], error["param"]) == (kind, code, None)
+    assert error["message"]
+
+
+def test_upstream_header_only_when_asked(tmp_path):
+    assert "X-LLMFleet-Upstream" not in render_checked(tmp_path, {}, THREE)
+    shown = render_checked(tmp_path, {"load_balancing": {"expose_upstream_header": True}}, THREE)
+    assert "add_header X-LLMFleet-Upstream $upstream_addr always;" in shown
+
+
+def test_nginx_t_rejects_a_broken_rendering(tmp_path):
+    paths = NginxPaths.under(tmp_path)
+    paths.make_dirs()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_nginx_conf(validate({}, "t"), THREE, paths=paths)
+                    .replace("least_conn;", "least_conn_typo;"))
+    check = check_nginx_conf(conf)
+    assert not check.ok
+    assert "least_conn_typo" in check.output
