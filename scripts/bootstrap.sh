@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the sandbox and the tests need, and nothing when it is already there:
-# the Debian packages (nginx, redis-server, prometheus, prometheus-alertmanager, cloud-init)
+# the Debian packages (nginx, redis-server, prometheus, prometheus-alertmanager, cloud-init,
+# procps, iproute2)
 # and the Python environment in .venv. Sourced by scripts/quickstart and scripts/test.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-DEBIAN_PACKAGES=(nginx redis-server prometheus prometheus-alertmanager cloud-init)
+# procps (ps) and iproute2 (ss) are what the testinfra host checks read processes and sockets with.
+DEBIAN_PACKAGES=(nginx redis-server prometheus prometheus-alertmanager cloud-init procps iproute2)
 
 say() { printf '[llmfleet] %s\n' "$*" >&2; }
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.config import ConfigError, FleetConfig, Strategy, load_yaml, validate
+from llmfleet.config import ConfigError, FleetConfig, Strategy, load_yaml, read_yaml, validate
 
 
 def problems(data: dict) -> list[str]:
@@ -107,3 +107,14 @@ def test_gpu_weights_must_name_fleet_types_and_apply_per_type():
     }, "t")
     assert config.load_balancing.weight_for("g5.xlarge") == 3
     assert config.load_balancing.weight_for("g4dn.xlarge") == 1
+
+
+def test_the_documented_example_is_valid_and_spells_out_every_default():
+    example = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
+    assert load_yaml(example) == FleetConfig()
+    data = read_yaml(example)
+    assert set(data) == set(FleetConfig.model_fields)
+    for section, fields in data.items():
+        if isinstance(fields, dict):
+            model = FleetConfig.model_fields[section].annotation
+            assert set(fields) == set(model.model_fields), section
