@@ -1,0 +1,189 @@
+"""`llmfleet`: the sandbox (up, status, down, demo), the load generator, and config checks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from llmfleet.config import ConfigError, FleetConfig, read_yaml, validate
+from llmfleet.sandbox import SandboxError, default_state_dir, down, status, up
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EXIT_USAGE
+    except (SandboxError, FileNotFoundError) as error:
+        print(f"llmfleet: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmfleet", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up_cmd = commands.add_parser("up", help="start the local sandbox (backends + nginx edge)")
+    _sandbox_options(up_cmd)
+    up_cmd.add_argument("--json", action="store_true", help="print the status as JSON")
+    up_cmd.set_defaults(handler=_up)
+
+    status_cmd = commands.add_parser("status", help="what the sandbox runs and whether it is up")
+    _state_dir_option(status_cmd)
+    status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    status_cmd.set_defaults(handler=_status)
+
+    down_cmd = commands.add_parser("down", help="stop everything `up` started (idempotent)")
+    _state_dir_option(down_cmd)
+    down_cmd.set_defaults(handler=_down)
+
+    demo_cmd = commands.add_parser(
+        "demo", help="bring the sandbox up, send a short burst of traffic and print the report")
+    _sandbox_options(demo_cmd)
+    demo_cmd.add_argument("--requests", type=int, default=60, help="requests in the burst")
+    demo_cmd.add_argument("--concurrency", type=int, default=12, help="clients at once")
+    demo_cmd.set_defaults(handler=_demo)
+
+    from llmfleet.loadgen import cli as load_cli
+
+    load_cmd = commands.add_parser("load", help="send OpenAI-compatible load and report on it")
+    load_cli.add_arguments(load_cmd)
+    load_cmd.set_defaults(handler=load_cli.run)
+
+    check_cmd = commands.add_parser("check-config", help="validate a sandbox config file")
+    check_cmd.add_argument("file", type=Path)
+    check_cmd.set_defaults(handler=_check_config)
+    return parser
+
+
+def _state_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="where the sandbox keeps its records and logs (default: "
+                             ".llmfleet/sandbox in the repository, or $LLMFLEET_STATE_DIR)")
+
+
+def _sandbox_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="sandbox config YAML (default: built-in)")
+    parser.add_argument("--backends", type=int, help="number of backends (default 2)")
+    parser.add_argument("--port", type=int, help="edge port on 127.0.0.1 (default 8080)")
+    parser.add_argument("--backend", choices=["simulated", "vllm"],
+                        help="simulated vLLM (default) or real `vllm serve` (needs a GPU)")
+    parser.add_argument("--model", help="model to serve (Hugging Face id)")
+    _state_dir_option(parser)
+
+
+def _config_from(args: argparse.Namespace) -> FleetConfig:
+    data: dict[str, Any] = read_yaml(args.config) if args.config else {}
+    source = str(args.config) if args.config else "built-in defaults"
+    sandbox = dict(data.get("sandbox") or {})
+    overrides = {"backends": args.backends, "edge_port": args.port, "backend": args.backend}
+    sandbox.update({k: v for k, v in overrides.items() if v is not None})
+    if sandbox:
+        data["sandbox"] = sandbox
+    if args.model:
+        data["model"] = {**(data.get("model") or {}), "name": args.model}
+    return validate(data, source + " with command-line options")
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return args.state_dir or default_state_dir()
+
+
+def _say(message: str) -> None:
+    print(f"[llmfleet] {message}", file=sys.stderr, flush=True)
+
+
+def _up(args: argparse.Namespace) -> int:
+    config = _config_from(args)
+    report = up(config, _state_dir(args), edge_port_explicit=args.port is not None, say=_say)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_status(report)
+        print(f"\nEndpoint: {report['endpoint']}/v1  (stop with: llmfleet down)")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    report = status(_state_dir(args))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_status(report)
+    return EXIT_OK if report["running"] else EXIT_FAILED
+
+
+def _down(args: argparse.Namespace) -> int:
+    stopped = down(_state_dir(args), say=_say)
+    _say(f"sandbox is down ({stopped} process{'es' if stopped != 1 else ''} stopped)")
+    return EXIT_OK
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = validate(read_yaml(args.file), str(args.file))
+    print(f"{args.file}: valid ({config.stack_name})")
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from llmfleet.loadgen import LoadSpec, run_load_sync
+
+    state_dir = _state_dir(args)
+    report = status(state_dir)
+    if report["running"]:
+        _say(f"using the sandbox already running at {report['endpoint']}")
+    else:
+        report = up(_config_from(args), state_dir, edge_port_explicit=args.port is not None,
+                    say=_say)
+    _print_status(report)
+    endpoint = report["endpoint"]
+    _say(f"sending {args.requests} streaming chat requests, {args.concurrency} at a time")
+    load = run_load_sync(LoadSpec(url=endpoint, requests=args.requests,
+                                  concurrency=args.concurrency, max_duration_s=120))
+    print()
+    print(load.render_text())
+    model = json.loads(_get(endpoint + "/v1/models"))["data"][0]["id"]
+    print(f"""
+The API is up at {endpoint}/v1 (OpenAI-compatible). Try:
+  curl -s {endpoint}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+  .venv/bin/llmfleet status            # what runs, and the log files
+  .venv/bin/llmfleet load -n 200 -c 20 # more traffic
+Stop it with:
+  .venv/bin/llmfleet down""")
+    return EXIT_OK if load.ok == load.total else EXIT_FAILED
+
+
+def _get(url: str) -> str:
+    from urllib.request import urlopen
+
+    with urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    if not report["running"]:
+        print("The sandbox is not running (start it with: llmfleet up).")
+        return
+    print(f"Sandbox {report['stack']}: endpoint {report['endpoint']}")
+    for component in [report["edge"], *report["backends"]]:
+        if component is None:
+            continue
+        health = "healthy" if component["healthy"] else (
+            "UNHEALTHY" if component["running"] else "STOPPED")
+        print(f"  {component['name']:<11} {component['url']:<24} pid {component['pid']:<7} "
+              f"{health:<9} log {component['log']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
