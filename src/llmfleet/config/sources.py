@@ -73,8 +73,13 @@ def load_pulumi_stack() -> FleetConfig:
     """Load the running Pulumi program's stack config (call inside a Pulumi program)."""
     import pulumi
     import pulumi.runtime
+    from pulumi.runtime.config import CONFIG
 
-    return from_pulumi_config_env(pulumi.runtime.get_config_env(), pulumi.get_stack())
+    # `pulumi up` hands config over in the PULUMI_CONFIG variable, which get_config_env reads;
+    # Automation API inline programs and test mocks only fill the runtime's config map
+    # (set_all_config), which pulumi.Config reads first. Merge both the same way.
+    config_env = {**pulumi.runtime.get_config_env(), **CONFIG.get()}
+    return from_pulumi_config_env(config_env, pulumi.get_stack())
 
 
 def _decode(raw: str) -> Any:

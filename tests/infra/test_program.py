@@ -1,0 +1,173 @@
+"""The Pulumi program under mocks: config is validated first, then one Deployment per stack."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+from llmfleet.config import FleetConfig, InstanceType
+
+STACKS = Path(__file__).resolve().parents[2] / "stacks"
+DEPLOYMENT = "llmfleet:index:Deployment"
+
+
+def stack_config_env(stack: str) -> dict[str, str]:
+    """A stack file's `config:` as the program receives it: structured values as JSON strings."""
+    config = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
+    return {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in config["config"].items()
+    }
+
+
+def expected_tags(client: str, environment: str, stack: str) -> dict[str, str]:
+    return {
+        "llmfleet:client": client,
+        "llmfleet:environment": environment,
+        "llmfleet:stack": stack,
+        "managed-by": "pulumi",
+    }
+
+
+def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks):
+    exports = program.run(stack_config_env("example"), stack="example")
+
+    assert mocks.registered == [(DEPLOYMENT, "acme-prod", {})]
+    assert exports == {
+        "client": "acme",
+        "environment": "prod",
+        "model": "Qwen/Qwen2.5-0.5B-Instruct",
+        "strategy": "least_conn",
+        "tags": expected_tags("acme", "prod", stack="example"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("stack", "client", "model"),
+    [
+        ("university-prod", "university", "course-assistant"),
+        ("startup-prod", "startup", "assistant"),
+    ],
+)
+def test_each_client_stack_deploys_under_its_own_names(program, mocks, stack, client, model):
+    exports = program.run(stack_config_env(stack), stack=stack)
+
+    assert mocks.registered == [(DEPLOYMENT, stack, {})]
+    assert exports == {
+        "client": client,
+        "environment": "prod",
+        "model": model,
+        "strategy": "least_conn",
+        "tags": expected_tags(client, "prod", stack=stack),
+    }
+
+
+def test_config_from_the_cli_environment_variable_is_read(program, mocks, monkeypatch):
+    # `pulumi up` passes stack config in PULUMI_CONFIG; mocks and the Automation API fill the
+    # runtime's config map instead (what program.run does). The program must see both.
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(stack_config_env("university-prod")))
+
+    exports = program.run({}, stack="university-prod")
+
+    assert mocks.registered == [(DEPLOYMENT, "university-prod", {})]
+    assert exports["client"] == "university"
+
+
+# AWS tag rules shared by the services llmfleet uses (EC2, Auto Scaling, IAM, Lambda): 1-128
+# characters per key, 0-256 per value, letters, digits, spaces and _ . : / = + - @, and no
+# 'aws:' prefix in any case.
+AWS_TAG_TEXT = re.compile(r"^[\w .:/=+\-@]*$")
+
+
+def test_tags_are_valid_aws_tags(program):
+    tags = program.run(stack_config_env("example"), stack="example")["tags"]
+
+    assert tags
+    for key, value in tags.items():
+        assert 1 <= len(key) <= 128 and AWS_TAG_TEXT.match(key), key
+        assert len(value) <= 256 and AWS_TAG_TEXT.match(value), value
+        assert not key.lower().startswith("aws:"), key
+        assert not value.lower().startswith("aws:"), value
+
+
+# Pydantic runs a section's cross-field check (min_size <= desired <= max_size) only when its
+# fields are valid, so a CPU instance type would hide a size-order error in the same section:
+# the two are separate cases.
+BAD_FIELDS = {
+    "llmfleet:client": "Acme Corp",
+    "llmfleet:fleet": json.dumps({"instance_types": [{"type": "m5.xlarge"}], "max_size": 2}),
+    "llmfleet:load_balancing": json.dumps({"strategy": "fastest"}),
+    "llmfleet:gpus": "4",
+}
+BAD_SIZES = {
+    "llmfleet:fleet": json.dumps(
+        {"instance_types": [{"type": "g5.xlarge"}], "min_size": 3, "max_size": 2}
+    ),
+    "llmfleet:gpus": "4",
+}
+
+
+@pytest.mark.parametrize(
+    ("config_env", "bad_keys", "problems"),
+    [
+        (
+            BAD_FIELDS,
+            {
+                "llmfleet:client",
+                "llmfleet:fleet.instance_types[0].type",
+                "llmfleet:load_balancing.strategy",
+                "llmfleet:gpus",
+            },
+            ["not a GPU instance type", "unknown key"],
+        ),
+        (
+            BAD_SIZES,
+            {"llmfleet:fleet", "llmfleet:gpus"},
+            ["min_size <= desired <= max_size", "unknown key"],
+        ),
+    ],
+    ids=["bad-fields", "bad-sizes"],
+)
+def test_invalid_config_names_every_bad_key_and_creates_nothing(
+    program, mocks, config_env, bad_keys, problems
+):
+    with pytest.raises(pulumi.RunError) as caught:
+        program.run({"aws:region": "us-east-1", **config_env}, stack="acme-prod")
+
+    message = str(caught.value)
+    # One line per problem, "  - <key>: ...", and no traceback text around it.
+    keys = {line.split(": ")[0].removeprefix("  - ") for line in message.splitlines()[1:]}
+    assert keys == bad_keys
+    assert "stack 'acme-prod'" in message
+    for text in [*bad_keys, *problems]:
+        assert text in message
+    # program.run drains every pending registration before re-raising, so a resource
+    # registered ahead of validation would be listed here.
+    assert mocks.registered == []
+
+
+def test_example_stack_lists_every_key_of_the_aws_sections():
+    # The example is what users copy: a key added to the config model must appear in it.
+    config = yaml.safe_load((STACKS / "Pulumi.example.yaml").read_text(encoding="utf-8"))
+    ours = {
+        key.removeprefix("llmfleet:"): value
+        for key, value in config["config"].items()
+        if key.startswith("llmfleet:")
+    }
+    assert set(ours) == set(FleetConfig.model_fields) - {"sandbox"}
+    for section, value in ours.items():
+        fields = _model_fields(section)
+        if fields is not None:
+            assert set(value) == fields, section
+    assert set(ours["fleet"]["instance_types"][0]) == set(InstanceType.model_fields)
+
+
+def _model_fields(section: str) -> set[str] | None:
+    annotation: Any = FleetConfig.model_fields[section].annotation
+    return set(annotation.model_fields) if hasattr(annotation, "model_fields") else None
