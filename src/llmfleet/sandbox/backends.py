@@ -39,6 +39,8 @@ def backend_command(config: FleetConfig, index: int, port: int) -> list[str]:
         "--name", backend_name(index),
         "--seed", str(index),
         "--time-scale", str(sandbox.time_scale),
+        # `down` stops the edge first, so little is in flight; don't hold the teardown long.
+        "--shutdown-timeout", "1",
     ]
     if sandbox.max_num_seqs is not None:
         command += ["--max-num-seqs", str(sandbox.max_num_seqs)]
