@@ -1,8 +1,9 @@
 """What the nginx edge costs: the same load sent straight to a backend and through nginx.
 
 One sandbox with one simulated backend, so the only difference between the two paths is nginx.
-Prints median and P99 latency and time to first token at 50 and 200 concurrent streaming
-clients, and requests/s at saturation (one-token answers), each as a ratio against direct.
+Prints median and P99 latency and time to first token for one client (the bare cost of the
+extra hop) and for 50 and 200 concurrent streaming clients, and requests/s at saturation
+(one-token answers), each as a ratio against direct.
 Goal: nginx adds at most 1 ms to the median.
 
     .venv/bin/python bench/edge_overhead.py [--requests N]
@@ -33,6 +34,14 @@ def main() -> None:
         # One short warm-up per path so connection set-up is not measured.
         for url in (direct, edge):
             measure(url, 10, 20, output_tokens="fixed:8")
+        say("1 client, alternating paths: the per-request cost of the extra hop")
+        single: dict[str, list[LoadReport]] = {"direct": [], "edge": []}
+        for _ in range(4):
+            for name, url in (("direct", direct), ("edge", edge)):
+                single[name].append(measure(url, 1, 50, output_tokens="fixed:4",
+                                            prompt_tokens="fixed:16"))
+        print(compare("\n1 client at a time, 4 tokens each (200 requests per path)",
+                      "direct", pooled(single["direct"]), "nginx", pooled(single["edge"])))
         for concurrency in (50, 200):
             runs: dict[str, list[LoadReport]] = {"direct": [], "edge": []}
             # Alternate the paths so a drift in machine load hits both alike.

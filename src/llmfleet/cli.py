@@ -161,7 +161,7 @@ The API is up at {endpoint}/v1 (OpenAI-compatible). Try:
   .venv/bin/llmfleet load -n 200 -c 20 # more traffic
 Stop it with:
   .venv/bin/llmfleet down""")
-    return EXIT_OK if load.ok == load.total else EXIT_FAILED
+    return EXIT_OK if load.all_ok else EXIT_FAILED
 
 
 def _get(url: str) -> str:
