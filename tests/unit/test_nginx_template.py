@@ -124,3 +124,15 @@ def test_nginx_t_rejects_a_broken_rendering(tmp_path):
     check = check_nginx_conf(conf)
     assert not check.ok
     assert "least_conn_typo" in check.output
+
+
+def test_stub_status_server_only_when_asked_and_only_on_loopback(tmp_path):
+    assert "stub_status" not in render_checked(tmp_path, {}, THREE)
+    paths = NginxPaths.under(tmp_path)
+    paths.make_dirs()
+    text = render_nginx_conf(validate({}, "t"), THREE, paths=paths, status_listen="127.0.0.1:8081")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    assert check_nginx_conf(conf).ok
+    server = re.search(r"listen 127.0.0.1:8081;(.*?)\n    \}", text, re.S).group(1)
+    assert "stub_status;" in server and "allow 127.0.0.1;" in server and "deny all;" in server

@@ -77,8 +77,13 @@ def render_nginx_conf(
     paths: NginxPaths | None = None,
     worker_processes: str = "auto",
     worker_connections: int = 8192,
+    status_listen: str | None = None,
 ) -> str:
-    """Return nginx.conf text for this fleet and these upstreams."""
+    """Return nginx.conf text for this fleet and these upstreams.
+
+    `status_listen` (e.g. "127.0.0.1:8081") adds a loopback-only stub_status server for the
+    nginx Prometheus exporter.
+    """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(images_dir() / "edge"),
         undefined=jinja2.StrictUndefined,
@@ -96,6 +101,7 @@ def render_nginx_conf(
         worker_processes=worker_processes,
         worker_connections=worker_connections,
         error_pages=ERROR_PAGES,
+        status_listen=status_listen,
     )
 
 

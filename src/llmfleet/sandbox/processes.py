@@ -15,6 +15,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
+class ExitedAtOnce(RuntimeError):
+    """The process ended before it could be recorded; its log says why."""
+
+    def __init__(self, name: str, log: Path):
+        super().__init__(f"{name} exited at once; see {log}")
+        self.name, self.log = name, log
+
+
 @dataclass
 class ProcessRecord:
     """One process the sandbox started, as saved in its state file."""
@@ -80,7 +88,7 @@ def launch(name: str, kind: str, command: list[str], log: Path, url: str, health
     _CHILDREN[process.pid] = process
     ticks = start_ticks(process.pid)
     if ticks is None:
-        raise RuntimeError(f"{name} exited at once; see {log}")
+        raise ExitedAtOnce(name, log)
     return ProcessRecord(name, kind, process.pid, ticks, command, str(log), url, health_url)
 
 
