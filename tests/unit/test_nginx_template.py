@@ -127,7 +127,7 @@ def test_nginx_t_rejects_a_broken_rendering(tmp_path):
 
 
 def test_stub_status_server_only_when_asked_and_only_on_loopback(tmp_path):
-    assert "stub_status" not in render_checked(tmp_path, {}, THREE)
+    assert "stub_status;" not in render_checked(tmp_path, {}, THREE)
     paths = NginxPaths.under(tmp_path)
     paths.make_dirs()
     text = render_nginx_conf(validate({}, "t"), THREE, paths=paths, status_listen="127.0.0.1:8081")
