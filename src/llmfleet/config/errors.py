@@ -51,7 +51,8 @@ def from_validation_error(
         # A bad item also fails its container ("at least 1 item"); report only the item.
         if any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs):
             continue
-        key = prefix + _dotted(loc)
+        # A bad mapping key (a tier name, say) is reported against the mapping it is in.
+        key = prefix + _dotted(loc[:-2] if loc and loc[-1] == "[key]" else loc)
         value = record.get("input", _MISSING)
         issues.append(ConfigIssue(key, value, _problem(record, model, loc)))
     return ConfigError(source, issues)
@@ -60,6 +61,8 @@ def from_validation_error(
 def _problem(record: dict[str, Any], model: type[BaseModel], loc: tuple) -> str:
     kind = record["type"]
     message = record["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if loc and loc[-1] == "[key]":
+        return f"{loc[-2]!r} is not an allowed name here; {message[0].lower() + message[1:]}"
     if kind == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent else "?"

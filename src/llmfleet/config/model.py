@@ -19,6 +19,10 @@ from pydantic import (
     model_validator,
 )
 
+from llmfleet.config.alerts import Alerts
+from llmfleet.config.aws import EdgeSpec, GpuNodeSpec, NetworkSpec, OnDemandFallback, Prices
+from llmfleet.config.tiers import RateLimits
+
 # DNS-label-like: it becomes part of resource names, tags and Pulumi stack names.
 Slug = Annotated[
     str,
@@ -145,6 +149,9 @@ class Sandbox(Strict):
     max_num_seqs: int | None = Field(None, ge=1, le=4096)
     time_scale: float = Field(1.0, gt=0, le=1000, description="simulated timings are × this")
     health_timeout_s: float = Field(30.0, gt=0, le=3600)
+    auth: bool = Field(True, description="run Redis and the gateway; require API keys")
+    redis_port: int = Field(6380, ge=1024, le=65535)
+    gateway_port: int = Field(8090, ge=1024, le=65535)
 
 
 class FleetConfig(Strict):
@@ -155,6 +162,13 @@ class FleetConfig(Strict):
     model: ModelSpec = ModelSpec()
     fleet: Fleet = Fleet()
     load_balancing: LoadBalancing = LoadBalancing()
+    rate_limits: RateLimits = RateLimits()
+    alerts: Alerts = Alerts()
+    network: NetworkSpec = NetworkSpec()
+    edge: EdgeSpec = EdgeSpec()
+    gpu_node: GpuNodeSpec = GpuNodeSpec()
+    on_demand: OnDemandFallback = OnDemandFallback()
+    prices: Prices = Prices()
     sandbox: Sandbox = Sandbox()
 
     @model_validator(mode="after")

@@ -1,0 +1,256 @@
+"""Config sections for the AWS deployment: network, edge node, GPU node, on-demand fallback and
+prices. The sandbox ignores them; `infra/` and `llmfleet.cost` read them.
+
+Defaults are the cheap, safe choice: a new VPC without a NAT gateway, an edge that accepts no
+traffic until `edge.allowed_cidrs` says from where, and no secret anywhere in this model (the
+Hugging Face token stays in SSM Parameter Store; see docs/deploy.md).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from typing import Annotated, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+# The AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): NVIDIA driver, Docker and
+# the NVIDIA Container Toolkit preinstalled. A public SSM parameter always names the newest build.
+DLAMI_PARAMETER = (
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+)
+# Canonical's Ubuntu 24.04 for the edge: its Python 3.12 runs llmfleet (which needs 3.11+).
+UBUNTU_PARAMETER = (
+    "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
+)
+
+# The edge must not be a GPU type; anything else EC2 spells family.size is allowed.
+InstanceTypeName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"),
+    Field(description="an EC2 instance type such as t3.small"),
+]
+VpcId = Annotated[
+    str,
+    StringConstraints(pattern=r"^vpc-[0-9a-f]{8,17}$"),
+    Field(description="a VPC id such as vpc-0123456789abcdef0"),
+]
+SubnetId = Annotated[
+    str,
+    StringConstraints(pattern=r"^subnet-[0-9a-f]{8,17}$"),
+    Field(description="a subnet id such as subnet-0123456789abcdef0"),
+]
+# Hierarchical names only, so the IAM resource ARN is "parameter" + name.
+SsmParameterName = Annotated[
+    str,
+    StringConstraints(pattern=r"^/[A-Za-z0-9_.\-/]{1,1010}$", max_length=1011),
+    Field(description="an SSM parameter path starting with '/', e.g. /llmfleet/acme-prod/hf-token"),
+]
+ContainerImage = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$", max_length=255),
+    Field(description="a container image reference such as quay.io/org/name:tag"),
+]
+Usd = Annotated[float, Field(ge=0, le=1000)]
+
+# The Prometheus exporters on every GPU node (vLLM's own /metrics is on its API port).
+DCGM_EXPORTER_PORT = 9400
+NODE_EXPORTER_PORT = 9100
+# A NAT gateway in us-east-1 costs USD 0.045/hour (about 32/month) plus 0.045 per GB processed.
+NAT_GATEWAY_USD_HOUR = 0.045
+
+
+class _Strict(BaseModel):
+    """model.Strict's twin: model.py imports this module, so this one cannot import it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkSpec(_Strict):
+    """Where the fleet runs: an existing VPC and subnets, or a VPC created across `az_count` AZs.
+
+    Without NAT (the default) GPU nodes sit in the public subnets with a public IPv4 address for
+    outbound traffic (image and weight downloads) and a security group that admits nothing from
+    the internet. `nat: true` puts them in private subnets behind one NAT gateway instead.
+    """
+
+    vpc_id: VpcId | None = Field(None, description="a VPC id such as vpc-0123456789abcdef0")
+    public_subnet_ids: tuple[SubnetId, ...] = Field(
+        (), description="a subnet id such as subnet-0123456789abcdef0")
+    private_subnet_ids: tuple[SubnetId, ...] = Field(
+        (), description="a subnet id such as subnet-0123456789abcdef0")
+    # Up to /24: split for 6 AZs x 2 tiers it still leaves /28 subnets, AWS's smallest.
+    cidr: str = Field("10.42.0.0/16", description="an IPv4 network from /16 to /24")
+    az_count: int = Field(2, ge=2, le=6)
+    nat: bool = False
+
+    @field_validator("cidr")
+    @classmethod
+    def _ipv4_network(cls, value: str) -> str:
+        try:
+            network = ipaddress.IPv4Network(value)
+        except ValueError as error:
+            raise ValueError(f"must be an IPv4 network from /16 to /24 ({error})") from None
+        if not 16 <= network.prefixlen <= 24:
+            raise ValueError("must be an IPv4 network from /16 to /24")
+        return str(network)
+
+    @model_validator(mode="after")
+    def _existing_or_created(self) -> Self:
+        if self.vpc_id is None:
+            if self.public_subnet_ids or self.private_subnet_ids:
+                raise ValueError("subnet ids need vpc_id; leave both out to create a VPC")
+        else:
+            if len(self.public_subnet_ids) < 1:
+                raise ValueError("an existing vpc_id needs public_subnet_ids (at least one)")
+            if self.nat:
+                raise ValueError(
+                    "nat applies only to a VPC llmfleet creates; with vpc_id, list "
+                    "private_subnet_ids that already route out"
+                )
+        return self
+
+    @property
+    def subnets_per_az(self) -> int:
+        return 2 if self.nat else 1
+
+    @property
+    def subnet_prefix(self) -> int:
+        """Prefix length that splits `cidr` into one subnet per AZ and tier."""
+        wanted = self.az_count * self.subnets_per_az
+        return ipaddress.IPv4Network(self.cidr).prefixlen + math.ceil(math.log2(wanted))
+
+    def subnet_cidrs(self) -> tuple[list[str], list[str]]:
+        """(public, private) CIDRs for a created VPC; private is empty without NAT."""
+        blocks = [str(b) for b in ipaddress.IPv4Network(self.cidr).subnets(
+            new_prefix=self.subnet_prefix)]
+        public = blocks[: self.az_count]
+        private = blocks[self.az_count : 2 * self.az_count] if self.nat else []
+        return public, private
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as error:
+        raise ValueError(f"not a CIDR block such as 203.0.113.0/24 ({error})") from None
+
+
+Cidr = Annotated[str, Field(description="an IPv4 or IPv6 CIDR block")]
+
+
+class EdgeSpec(_Strict):
+    """The edge node: one small instance behind an Elastic IP running nginx, Redis, the gateway
+    and the upstream sync agent.
+
+    `allowed_cidrs` is empty by default, so a new stack is reachable from nowhere until its
+    owner says from where: the API admits whoever reaches it, and a forgotten default must not
+    put paid GPUs on the internet. Use ["0.0.0.0/0"] for a public API.
+    """
+
+    instance_type: InstanceTypeName = "t3.small"
+    allowed_cidrs: tuple[Cidr, ...] = ()
+    root_volume_gib: int = Field(20, ge=8, le=1024)
+    ami_parameter: SsmParameterName = UBUNTU_PARAMETER
+    sync_interval_s: float = Field(15.0, ge=1, le=3600,
+                                   description="how often the edge re-reads fleet membership")
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_cidr(v) for v in value)
+
+    @field_validator("instance_type")
+    @classmethod
+    def _not_gpu(cls, value: str) -> str:
+        from llmfleet.config.model import GPU_INSTANCE_FAMILIES  # model.py imports this module
+
+        if value.split(".", 1)[0] in GPU_INSTANCE_FAMILIES:
+            raise ValueError("the edge needs no GPU; pick a small general-purpose type (t3.small)")
+        return value
+
+
+class GpuNodeSpec(_Strict):
+    """How every GPU node boots: AMI, disk, vLLM's port, exporters and the HF token's place."""
+
+    vllm_port: int = Field(8000, ge=1024, le=65535)
+    root_volume_gib: int = Field(
+        150, ge=80, le=16384,
+        description="AMI (~60 GiB) + vLLM image (~20 GiB) + model weights; 80-16384")
+    cold_start_s: int = Field(
+        600, ge=60, le=3600,
+        description="seconds from launch until vLLM answers: boot, image pull, weights, load")
+    hf_token_parameter: SsmParameterName | None = Field(
+        None, description="an SSM parameter path starting with '/' (the SecureString holding "
+                          "the HF token; default /llmfleet/<stack>/hf-token)")
+    ami_parameter: SsmParameterName = DLAMI_PARAMETER
+    dcgm_exporter_image: ContainerImage = "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04"
+    node_exporter_image: ContainerImage = "quay.io/prometheus/node-exporter:v1.8.2"
+
+    @field_validator("vllm_port")
+    @classmethod
+    def _not_an_exporter_port(cls, value: int) -> int:
+        if value in (DCGM_EXPORTER_PORT, NODE_EXPORTER_PORT):
+            raise ValueError(
+                f"ports {DCGM_EXPORTER_PORT} and {NODE_EXPORTER_PORT} belong to the exporters")
+        return value
+
+    def token_parameter(self, stack: str) -> str:
+        return self.hf_token_parameter or f"/llmfleet/{stack}/hf-token"
+
+
+class OnDemandFallback(_Strict):
+    """The on-demand group beside the spot group: `fleet.instance_types[0]`, a warm pool of
+    stopped instances (EBS cost only), and `min_size` nodes that are always on."""
+
+    min_size: int = Field(0, ge=0, le=1000, description="on-demand nodes always running")
+    max_size: int = Field(2, ge=1, le=1000)
+    warm_pool: int = Field(1, ge=0, le=100, description="stopped instances kept ready")
+
+    @model_validator(mode="after")
+    def _sizes_ordered(self) -> Self:
+        if self.min_size > self.max_size:
+            raise ValueError(
+                f"sizes must satisfy min_size <= max_size; got {self.min_size} <= {self.max_size}"
+            )
+        return self
+
+
+# USD/hour, Linux, us-east-1 (us-west-2 is the same for these types). On-demand: list prices;
+# spot: typical recent prices, which move. Set your region's in the stack file.
+ON_DEMAND_USD_HOUR = {
+    "g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "g4dn.4xlarge": 1.204,
+    "g5.xlarge": 1.006, "g5.2xlarge": 1.212, "g6.xlarge": 0.805, "g6.2xlarge": 0.978,
+    "g6e.xlarge": 1.861, "t3.micro": 0.0104, "t3.small": 0.0208, "t3.medium": 0.0416,
+}
+SPOT_USD_HOUR = {
+    "g4dn.xlarge": 0.22, "g4dn.2xlarge": 0.33, "g4dn.4xlarge": 0.50,
+    "g5.xlarge": 0.42, "g5.2xlarge": 0.50, "g6.xlarge": 0.38, "g6.2xlarge": 0.45,
+    "g6e.xlarge": 0.85,
+}
+
+
+class Prices(_Strict):
+    """Hourly prices behind `llmfleet.cost.estimate_hourly_cost`; the defaults cover the kit's
+    usual types, and a stack's own entries override or add to them."""
+
+    on_demand: dict[InstanceTypeName, Usd] = Field(default_factory=lambda: dict(ON_DEMAND_USD_HOUR))
+    spot: dict[InstanceTypeName, Usd] = Field(default_factory=lambda: dict(SPOT_USD_HOUR))
+    nat_gateway_hour: Usd = NAT_GATEWAY_USD_HOUR
+    public_ipv4_hour: Usd = Field(0.005, description="per public IPv4 address, EIP too")
+    gp3_gib_month: Usd = Field(0.08, description="EBS gp3 storage per GiB-month")
+
+    @field_validator("on_demand", "spot", mode="before")
+    @classmethod
+    def _keep_other_defaults(cls, value: object, info: ValidationInfo) -> object:
+        # A stack that prices one type keeps the defaults for the others.
+        defaults = ON_DEMAND_USD_HOUR if info.field_name == "on_demand" else SPOT_USD_HOUR
+        return {**defaults, **value} if isinstance(value, dict) else value
