@@ -1,7 +1,8 @@
 """The llmfleet Pulumi program: one client environment per stack.
 
 Pulumi runs this directory (`main: infra/` in Pulumi.yaml) with runpy, which puts infra/ on
-sys.path; that is why `deployment` imports as a top-level module. The tests run it the same way.
+sys.path; that is why `deployment` and the component modules beside it import as top-level
+modules. The tests run it the same way.
 """
 
 import pulumi
@@ -23,3 +24,8 @@ pulumi.export("environment", deployment.environment)
 pulumi.export("model", deployment.model)
 pulumi.export("strategy", deployment.strategy)
 pulumi.export("tags", deployment.tags)
+pulumi.export("endpoint", deployment.endpoint)
+pulumi.export("spot_group", deployment.spot_group)
+pulumi.export("on_demand_group", deployment.on_demand_group)
+pulumi.export("edge_group", deployment.edge_group)
+pulumi.export("vpc_id", deployment.vpc_id)

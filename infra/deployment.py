@@ -1,17 +1,17 @@
-"""The Deployment component: one per stack, the root every llmfleet resource will hang from."""
+"""The Deployment component: one per stack, the root every llmfleet resource hangs from."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pulumi
+from common import TAG_PREFIX
+from edge import Edge, EdgeArgs
+from gpu_fleet import GpuFleet, GpuFleetArgs
+from network import Network, NetworkArgs
+from security import SecurityGroups, SecurityGroupsArgs
 
 from llmfleet.config import FleetConfig
-
-# Keys with ':' are valid AWS tag keys (EC2, Auto Scaling, IAM, Lambda, instance metadata);
-# only an 'aws:' prefix is reserved. Prometheus EC2 discovery sees `llmfleet:client` as the
-# label `__meta_ec2_tag_llmfleet_client`.
-TAG_PREFIX = "llmfleet:"
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,11 @@ def stack_tags(config: FleetConfig, stack: str) -> dict[str, str]:
 
 
 class Deployment(pulumi.ComponentResource):
-    """One client environment. Creates no AWS resources yet; holds the names and tags.
+    """One client environment: Network, SecurityGroups, GpuFleet and Edge as children.
 
     Outputs: `client`, `environment`, `model` (the name clients send), `strategy` (edge load
-    balancing) and `tags`. All come from config, so they are plain values known at preview,
-    and the components to come can merge `tags` into their own without an `apply`.
+    balancing) and `tags`, plain values from config known at preview; and `endpoint` (the
+    OpenAI base URL), `spot_group`, `on_demand_group`, `edge_group` and `vpc_id` from AWS.
     """
 
     client: str
@@ -44,6 +44,11 @@ class Deployment(pulumi.ComponentResource):
     model: str
     strategy: str
     tags: dict[str, str]
+    endpoint: pulumi.Output[str]
+    spot_group: pulumi.Output[str]
+    on_demand_group: pulumi.Output[str]
+    edge_group: pulumi.Output[str]
+    vpc_id: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: DeploymentArgs, opts: pulumi.ResourceOptions | None = None
@@ -56,7 +61,44 @@ class Deployment(pulumi.ComponentResource):
         self.strategy = config.load_balancing.strategy.value
         # The Pulumi stack name, not config.stack_name: it is unique per project even when
         # two stacks share a client and environment, so tag lookups never mix them up.
-        self.tags = stack_tags(config, pulumi.get_stack())
+        stack = pulumi.get_stack()
+        self.tags = stack_tags(config, stack)
+        child = pulumi.ResourceOptions(parent=self)
+
+        network = Network(f"{name}-net", NetworkArgs(spec=config.network, tags=self.tags),
+                          opts=child)
+        groups = SecurityGroups(
+            f"{name}-sg",
+            SecurityGroupsArgs(vpc_id=network.vpc_id, vllm_port=config.gpu_node.vllm_port,
+                               edge_cidrs=config.edge.allowed_cidrs, tags=self.tags),
+            opts=child,
+        )
+        fleet = GpuFleet(
+            f"{name}-gpu",
+            GpuFleetArgs(config=config, stack=stack, subnet_ids=network.node_subnet_ids,
+                         security_group_id=groups.gpu_id, public_address=network.nodes_public,
+                         tags=self.tags),
+            opts=child,
+        )
+        edge = Edge(
+            f"{name}-edge",
+            EdgeArgs(config=config, stack=stack, subnet_ids=network.public_subnet_ids,
+                     security_group_id=groups.edge_id, spot_group_name=fleet.spot_group_name,
+                     on_demand_group_name=fleet.on_demand_group_name, tags=self.tags),
+            opts=child,
+        )
+        if not config.edge.allowed_cidrs:
+            pulumi.log.warn(
+                "llmfleet:edge.allowed_cidrs is empty: the endpoint accepts no traffic. "
+                "List the client networks (or 0.0.0.0/0 for a public API).",
+                resource=self,
+            )
+
+        self.endpoint = edge.endpoint
+        self.spot_group = fleet.spot_group_name
+        self.on_demand_group = fleet.on_demand_group_name
+        self.edge_group = edge.group_name
+        self.vpc_id = network.vpc_id
         self.register_outputs(
             {
                 "client": self.client,
@@ -64,5 +106,10 @@ class Deployment(pulumi.ComponentResource):
                 "model": self.model,
                 "strategy": self.strategy,
                 "tags": self.tags,
+                "endpoint": self.endpoint,
+                "spot_group": self.spot_group,
+                "on_demand_group": self.on_demand_group,
+                "edge_group": self.edge_group,
+                "vpc_id": self.vpc_id,
             }
         )

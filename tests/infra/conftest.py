@@ -8,11 +8,12 @@ every resource registration, and the program runs the way the Pulumi CLI's Pytho
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import runpy
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple
 
 import pulumi
 import pulumi.runtime
@@ -24,6 +25,54 @@ INFRA = REPO / "infra"
 PROJECT = "llmfleet"
 
 
+# What the mocked AWS account answers with. 203.0.113.0/24 is a documentation range.
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
+PUBLIC_IP = "203.0.113.10"
+
+# Provider functions the program calls, and what a real account would answer.
+CALL_RESULTS: dict[str, dict[str, Any]] = {
+    "aws:index/getAvailabilityZones:getAvailabilityZones": {
+        "id": REGION, "names": ZONES, "zoneIds": [f"use1-az{i}" for i in range(1, 4)],
+        "groupNames": [REGION],
+    },
+    "aws:index/getRegion:getRegion": {
+        "id": REGION, "region": REGION, "name": REGION,
+        "endpoint": f"ec2.{REGION}.amazonaws.com", "description": "US East (N. Virginia)",
+    },
+    "aws:index/getCallerIdentity:getCallerIdentity": {
+        "id": ACCOUNT_ID, "accountId": ACCOUNT_ID, "userId": "AIDAEXAMPLE",
+        "arn": f"arn:aws:iam::{ACCOUNT_ID}:user/ci",
+    },
+    "aws:index/getPartition:getPartition": {
+        "id": "aws", "partition": "aws", "dnsSuffix": "amazonaws.com",
+        "reverseDnsPrefix": "com.amazonaws",
+    },
+}
+
+# EC2-style id prefixes, so an id that lands in the wrong argument is easy to spot.
+ID_PREFIXES = {
+    "aws:ec2/vpc:Vpc": "vpc",
+    "aws:ec2/subnet:Subnet": "subnet",
+    "aws:ec2/internetGateway:InternetGateway": "igw",
+    "aws:ec2/routeTable:RouteTable": "rtb",
+    "aws:ec2/natGateway:NatGateway": "nat",
+    "aws:ec2/eip:Eip": "eipalloc",
+    "aws:ec2/securityGroup:SecurityGroup": "sg",
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr",
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
+    "aws:ec2/launchTemplate:LaunchTemplate": "lt",
+}
+# Resources whose physical name the provider makes up when the program gives none.
+AUTONAMED = {
+    "aws:autoscaling/group:Group",
+    "aws:iam/role:Role",
+    "aws:iam/instanceProfile:InstanceProfile",
+    "aws:ec2/launchTemplate:LaunchTemplate",
+}
+
+
 class Registered(NamedTuple):
     """One resource the program asked Pulumi to create; compares equal to a plain tuple."""
 
@@ -33,19 +82,58 @@ class Registered(NamedTuple):
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Stands in for the engine and every provider, and keeps each registration."""
+    """Stands in for the engine and every provider, keeps each registration, and answers with
+    outputs shaped like AWS's: ids, ARNs, auto-generated names, the EIP's address. Inputs are
+    echoed back, so `resolve:ssm:` image ids pass through as given."""
 
     def __init__(self) -> None:
         self.registered: list[Registered] = []
+        self.calls: list[str] = []
+        self.ids: dict[tuple[str, str], str] = {}  # (type, name) -> the id the mock gave it
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.registered.append(Registered(args.typ, args.name, dict(args.inputs)))
-        return f"{args.name}-id", dict(args.inputs)
+        inputs = dict(args.inputs)
+        self.registered.append(Registered(args.typ, args.name, inputs))
+        suffix = hashlib.sha256(args.name.encode()).hexdigest()[:17]
+        outputs = dict(inputs)
+        if args.typ in AUTONAMED and "name" not in inputs:
+            outputs["name"] = f"{args.name}-{suffix[:7]}"
+        elif args.typ == "aws:s3/bucket:Bucket":
+            outputs["bucket"] = f"{args.name}-{suffix[:7]}"
+        # Groups, roles, profiles and buckets use their name as id; EC2 resources an id of
+        # their own.
+        physical = (f"{ID_PREFIXES[args.typ]}-{suffix}" if args.typ in ID_PREFIXES
+                    else outputs.get("name") or outputs.get("bucket") or f"{args.name}-id")
+        service, _, kind = args.typ.split(":")[1].partition("/")
+        # IAM is global: its ARNs name no region.
+        region = "" if service == "iam" else REGION
+        outputs.setdefault("arn", f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{kind}/{physical}")
+        if args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            outputs["latestVersion"] = 1
+        elif args.typ == "aws:ec2/eip:Eip":
+            outputs.update(allocationId=physical, publicIp=PUBLIC_IP)
+        self.ids[args.typ, args.name] = physical
+        return physical, outputs
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> NoReturn:
-        # Nothing in infra/ calls a provider function yet; an empty answer would only surface
-        # later as a confusing KeyError, so say which call needs a mock.
-        raise NotImplementedError(f"no mock for provider function {args.token}")
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        self.calls.append(args.token)
+        if args.token not in CALL_RESULTS:
+            # An empty answer would only surface later as a confusing KeyError: say which
+            # call needs a mock.
+            raise NotImplementedError(f"no mock for provider function {args.token}")
+        return CALL_RESULTS[args.token]
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.registered if r.type == typ]
+
+    def names(self, typ: str) -> list[str]:
+        return sorted(r.name for r in self.registered if r.type == typ)
+
+    def one(self, typ: str, name: str) -> dict[str, Any]:
+        """The inputs of the one resource of `typ` named `name`."""
+        found = [r.inputs for r in self.registered if r.type == typ and r.name == name]
+        assert len(found) == 1, f"{len(found)} resources {typ} named {name}"
+        return found[0]
 
 
 class Program:
@@ -81,10 +169,12 @@ class Program:
 def _reset_pulumi_runtime() -> None:
     # The root stack resource, the settings (monitor, project, stack, preview) and the config
     # map are module-level ContextVars, and pytest runs every test in one context: reset them
-    # all. `deployment` is dropped so each run imports infra/ afresh, as a new process would.
+    # all. infra/'s modules are dropped so each run imports them afresh, as a new process would.
     reset_options()
     pulumi.runtime.set_all_config({}, [])
-    sys.modules.pop("deployment", None)
+    for name, module in list(sys.modules.items()):
+        if Path(getattr(module, "__file__", None) or "/").parent == INFRA:
+            del sys.modules[name]
 
 
 @pytest.fixture(autouse=True)

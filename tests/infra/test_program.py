@@ -1,29 +1,23 @@
-"""The Pulumi program under mocks: config is validated first, then one Deployment per stack."""
+"""The Pulumi program under mocks: config is validated first, then one Deployment per stack
+with the network, security groups, GPU fleet and edge as its children."""
 
 from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pulumi
 import pytest
 import yaml
+from conftest import PUBLIC_IP
+from infra_helpers import STACKS, stack_config_env
 
 from llmfleet.config import FleetConfig, InstanceType
 
-STACKS = Path(__file__).resolve().parents[2] / "stacks"
 DEPLOYMENT = "llmfleet:index:Deployment"
-
-
-def stack_config_env(stack: str) -> dict[str, str]:
-    """A stack file's `config:` as the program receives it: structured values as JSON strings."""
-    config = yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
-    return {
-        key: value if isinstance(value, str) else json.dumps(value)
-        for key, value in config["config"].items()
-    }
+COMPONENTS = ["llmfleet:index:Network", "llmfleet:index:SecurityGroups",
+              "llmfleet:index:GpuFleet", "llmfleet:index:Edge"]
 
 
 def expected_tags(client: str, environment: str, stack: str) -> dict[str, str]:
@@ -38,14 +32,32 @@ def expected_tags(client: str, environment: str, stack: str) -> dict[str, str]:
 def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks):
     exports = program.run(stack_config_env("example"), stack="example")
 
-    assert mocks.registered == [(DEPLOYMENT, "acme-prod", {})]
+    assert mocks.registered[0] == (DEPLOYMENT, "acme-prod", {})
+    components = [r for r in mocks.registered if r.type.startswith("llmfleet:")]
+    assert sorted(r.type for r in components[1:]) == sorted(COMPONENTS)
+    assert {r.name for r in components} == {
+        "acme-prod", "acme-prod-net", "acme-prod-sg", "acme-prod-gpu", "acme-prod-edge"}
+    assert mocks.names("aws:autoscaling/group:Group") == [
+        "acme-prod-edge-group", "acme-prod-gpu-ondemand", "acme-prod-gpu-spot"]
     assert exports == {
         "client": "acme",
         "environment": "prod",
         "model": "Qwen/Qwen2.5-0.5B-Instruct",
         "strategy": "least_conn",
         "tags": expected_tags("acme", "prod", stack="example"),
+        "endpoint": f"http://{PUBLIC_IP}/v1",
+        "spot_group": _auto_name(mocks, "acme-prod-gpu-spot"),
+        "on_demand_group": _auto_name(mocks, "acme-prod-gpu-ondemand"),
+        "edge_group": _auto_name(mocks, "acme-prod-edge-group"),
+        "vpc_id": mocks.ids["aws:ec2/vpc:Vpc", "acme-prod-net-vpc"],
     }
+
+
+def _auto_name(mocks, name: str) -> str:
+    """The physical name the (mocked) provider gave a group registered without one."""
+    found = mocks.ids["aws:autoscaling/group:Group", name]
+    assert found.startswith(name + "-")
+    return found
 
 
 @pytest.mark.parametrize(
@@ -58,14 +70,17 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
 def test_each_client_stack_deploys_under_its_own_names(program, mocks, stack, client, model):
     exports = program.run(stack_config_env(stack), stack=stack)
 
-    assert mocks.registered == [(DEPLOYMENT, stack, {})]
-    assert exports == {
+    assert mocks.registered[0] == (DEPLOYMENT, stack, {})
+    assert {k: exports[k] for k in ("client", "environment", "model", "strategy", "tags")} == {
         "client": client,
         "environment": "prod",
         "model": model,
         "strategy": "least_conn",
         "tags": expected_tags(client, "prod", stack=stack),
     }
+    assert exports["endpoint"] == f"http://{PUBLIC_IP}/v1"
+    assert exports["spot_group"].startswith(f"{stack}-gpu-spot-")
+    assert exports["on_demand_group"].startswith(f"{stack}-gpu-ondemand-")
 
 
 def test_config_from_the_cli_environment_variable_is_read(program, mocks, monkeypatch):
@@ -75,7 +90,7 @@ def test_config_from_the_cli_environment_variable_is_read(program, mocks, monkey
 
     exports = program.run({}, stack="university-prod")
 
-    assert mocks.registered == [(DEPLOYMENT, "university-prod", {})]
+    assert mocks.registered[0] == (DEPLOYMENT, "university-prod", {})
     assert exports["client"] == "university"
 
 
@@ -111,6 +126,14 @@ BAD_SIZES = {
     ),
     "llmfleet:gpus": "4",
 }
+BAD_AWS = {
+    "llmfleet:network": json.dumps({"vpc_id": "vpc-0123456789abcdef0", "nat": True,
+                                    "public_subnet_ids": ["subnet-0123456789abcdef0"]}),
+    "llmfleet:edge": json.dumps({"allowed_cidrs": ["10.0.0.1/8"], "instance_type": "g5.xlarge"}),
+    "llmfleet:gpu_node": json.dumps({"vllm_port": 9400, "hf_token_parameter": "hf-token"}),
+    "llmfleet:on_demand": json.dumps({"min_size": 3, "max_size": 2}),
+    "llmfleet:prices": json.dumps({"spot": {"g5.xlarge": -1}}),
+}
 
 
 @pytest.mark.parametrize(
@@ -131,8 +154,23 @@ BAD_SIZES = {
             {"llmfleet:fleet", "llmfleet:gpus"},
             ["min_size <= desired <= max_size", "unknown key"],
         ),
+        (
+            BAD_AWS,
+            {
+                "llmfleet:network",
+                "llmfleet:edge.allowed_cidrs",
+                "llmfleet:edge.instance_type",
+                "llmfleet:gpu_node.vllm_port",
+                "llmfleet:gpu_node.hf_token_parameter",
+                "llmfleet:on_demand",
+                "llmfleet:prices.spot.g5.xlarge",
+            },
+            ["nat applies only to a VPC llmfleet creates", "host bits set", "needs no GPU",
+             "belong to the exporters", "starting with '/'", "min_size <= max_size",
+             "greater than or equal to 0"],
+        ),
     ],
-    ids=["bad-fields", "bad-sizes"],
+    ids=["bad-fields", "bad-sizes", "bad-aws-sections"],
 )
 def test_invalid_config_names_every_bad_key_and_creates_nothing(
     program, mocks, config_env, bad_keys, problems

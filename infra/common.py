@@ -1,0 +1,93 @@
+"""Pieces the GpuFleet and Edge components share: instance roles, group tags, the account."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+# Keys with ':' are valid AWS tag keys (EC2, Auto Scaling, IAM, Lambda, instance metadata);
+# only an 'aws:' prefix is reserved. Prometheus EC2 discovery sees `llmfleet:client` as the
+# label `__meta_ec2_tag_llmfleet_client`.
+TAG_PREFIX = "llmfleet:"
+STACK_TAG = f"{TAG_PREFIX}stack"
+ROLE_TAG = f"{TAG_PREFIX}role"  # gpu-node | edge
+CAPACITY_TAG = f"{TAG_PREFIX}capacity"  # spot | on-demand
+
+SSM_MANAGED_INSTANCE_CORE = "iam::aws:policy/AmazonSSMManagedInstanceCore"
+# Root device of Canonical's Ubuntu AMIs, the Deep Learning Base AMI included.
+UBUNTU_ROOT_DEVICE = "/dev/sda1"
+
+
+@dataclass(frozen=True)
+class Account:
+    """Partition, region and account id, for exact ARNs in IAM policies."""
+
+    partition: pulumi.Output[str]
+    region: pulumi.Output[str]
+    account_id: pulumi.Output[str]
+
+    @classmethod
+    def current(cls, parent: pulumi.Resource) -> Account:
+        opts = pulumi.InvokeOutputOptions(parent=parent)
+        return cls(
+            partition=aws.get_partition_output(opts=opts).partition,
+            region=aws.get_region_output(opts=opts).region,
+            account_id=aws.get_caller_identity_output(opts=opts).account_id,
+        )
+
+
+def group_tags(tags: dict[str, str]) -> list[dict[str, Any]]:
+    """Auto Scaling tags, copied onto every instance the group launches (discovery and cost)."""
+    return [{"key": k, "value": v, "propagate_at_launch": True} for k, v in tags.items()]
+
+
+def policy_document(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def instance_role(
+    name: str, tags: dict[str, str], partition: pulumi.Output[str], parent: pulumi.Resource
+) -> tuple[aws.iam.Role, aws.iam.InstanceProfile]:
+    """An EC2 instance role with SSM Session Manager (the only way in: no SSH, no key pair),
+    and its instance profile. Callers add what the role needs beyond that."""
+    child = pulumi.ResourceOptions(parent=parent)
+    role = aws.iam.Role(
+        f"{name}-role",
+        assume_role_policy=policy_document({
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }),
+        tags=tags,
+        opts=child,
+    )
+    aws.iam.RolePolicyAttachment(
+        f"{name}-ssm", role=role.name,
+        policy_arn=partition.apply(lambda p: f"arn:{p}:{SSM_MANAGED_INSTANCE_CORE}"), opts=child)
+    profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=child)
+    return role, profile
+
+
+def imdsv2(hop_limit: int) -> dict[str, Any]:
+    """Instance metadata with session tokens only (IMDSv2), reachable `hop_limit` hops away."""
+    return {
+        "http_endpoint": "enabled",
+        "http_tokens": "required",
+        "http_put_response_hop_limit": hop_limit,
+    }
+
+
+def encrypted_root(size_gib: int) -> list[dict[str, Any]]:
+    return [{
+        "device_name": UBUNTU_ROOT_DEVICE,
+        "ebs": {
+            "volume_size": size_gib,
+            "volume_type": "gp3",
+            "encrypted": "true",
+            "delete_on_termination": "true",
+        },
+    }]

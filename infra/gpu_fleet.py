@@ -1,0 +1,185 @@
+"""The GpuFleet component: vLLM nodes in a spot group and an on-demand fallback group."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+from cloud_init import render_gpu_node
+from common import (
+    CAPACITY_TAG,
+    ROLE_TAG,
+    Account,
+    encrypted_root,
+    group_tags,
+    imdsv2,
+    instance_role,
+    policy_document,
+)
+
+from llmfleet.config import FleetConfig
+
+
+@dataclass(frozen=True)
+class GpuFleetArgs:
+    config: FleetConfig
+    stack: str
+    subnet_ids: pulumi.Input[list[str]]
+    security_group_id: pulumi.Input[str]
+    # Without NAT, nodes need a public address for outbound traffic; their group admits
+    # nothing from the internet either way.
+    public_address: bool
+    tags: dict[str, str]
+
+
+class GpuFleet(pulumi.ComponentResource):
+    """One launch template and two Auto Scaling groups over it.
+
+    - spot group: every `fleet.instance_types` entry with its weight, price-capacity-optimized,
+      capacity rebalance on, on-demand base 0 and on-demand above base 0 % (100 % when
+      `fleet.spot` is false), sizes from `fleet` in capacity units.
+    - on-demand fallback group: `fleet.instance_types[0]` only, `on_demand.min_size` nodes
+      always on, and a warm pool of `on_demand.warm_pool` stopped instances that go back to the
+      pool on scale-in. Two groups, because AWS refuses a warm pool on a mixed-instances group.
+
+    Nodes boot the Deep Learning Base GPU AMI (from its public SSM parameter) with IMDSv2 only,
+    an encrypted gp3 root volume, no key pair, and a role that can use SSM Session Manager and
+    read the stack's Hugging Face token parameter, nothing else.
+
+    Outputs: `spot_group_name`, `on_demand_group_name`, `role_arn`.
+    """
+
+    spot_group_name: pulumi.Output[str]
+    on_demand_group_name: pulumi.Output[str]
+    role_arn: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: GpuFleetArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("llmfleet:index:GpuFleet", name, None, opts)
+        config, node = args.config, args.config.gpu_node
+        child = pulumi.ResourceOptions(parent=self)
+        account = Account.current(self)
+        tags = {**args.tags, ROLE_TAG: "gpu-node"}
+
+        role, profile = instance_role(name, tags, account.partition, self)
+        token_parameter = node.token_parameter(args.stack)
+        aws.iam.RolePolicy(
+            f"{name}-hf-token",
+            role=role.id,
+            policy=pulumi.Output.all(account.partition, account.region, account.account_id).apply(
+                lambda parts: policy_document({
+                    "Sid": "ReadTheHuggingFaceToken",
+                    "Effect": "Allow",
+                    "Action": "ssm:GetParameter",
+                    "Resource": "arn:{}:ssm:{}:{}:parameter".format(*parts) + token_parameter,
+                })
+            ),
+            opts=child,
+        )
+
+        user_data = account.region.apply(
+            lambda region: base64.b64encode(
+                render_gpu_node(config, stack=args.stack, region=region).encode()
+            ).decode()
+        )
+        fallback_type = config.fleet.instance_types[0].type
+        template = aws.ec2.LaunchTemplate(
+            f"{name}-template",
+            description=f"llmfleet GPU node of {args.stack}",
+            image_id=f"resolve:ssm:{node.ami_parameter}",
+            # The fallback group's type; the spot group overrides it with its list.
+            instance_type=fallback_type,
+            iam_instance_profile={"arn": profile.arn},
+            # Hop limit 2: a process in a container (one network hop more) can reach IMDS too.
+            metadata_options=imdsv2(hop_limit=2),
+            block_device_mappings=encrypted_root(node.root_volume_gib),
+            network_interfaces=[{
+                "device_index": 0,
+                "associate_public_ip_address": str(args.public_address).lower(),
+                "security_groups": [args.security_group_id],
+                "delete_on_termination": "true",
+            }],
+            user_data=user_data,
+            update_default_version=True,
+            tag_specifications=[
+                {"resource_type": kind, "tags": tags} for kind in ("volume", "network-interface")
+            ],
+            tags=tags,
+            opts=child,
+        )
+        version = template.latest_version.apply(str)
+        # The first health check waits out a cold start, and so does counting a new node's
+        # metrics in scaling decisions.
+        warm_up = {
+            "health_check_type": "EC2",
+            "health_check_grace_period": node.cold_start_s,
+            "default_instance_warmup": node.cold_start_s,
+        }
+
+        fleet = config.fleet
+        spot = aws.autoscaling.Group(
+            f"{name}-spot",
+            min_size=fleet.min_size,
+            max_size=fleet.max_size,
+            desired_capacity=fleet.desired,
+            vpc_zone_identifiers=args.subnet_ids,
+            capacity_rebalance=True,
+            mixed_instances_policy={
+                "instances_distribution": {
+                    # Set explicitly: the provider's default is 100 % on-demand.
+                    "on_demand_base_capacity": 0,
+                    "on_demand_percentage_above_base_capacity": 0 if fleet.spot else 100,
+                    "on_demand_allocation_strategy": "lowest-price",
+                    "spot_allocation_strategy": "price-capacity-optimized",
+                },
+                "launch_template": {
+                    "launch_template_specification": {
+                        "launch_template_id": template.id,
+                        "version": version,
+                    },
+                    "overrides": [
+                        {"instance_type": t.type, "weighted_capacity": str(t.weight)}
+                        for t in fleet.instance_types
+                    ],
+                },
+            },
+            tags=group_tags({**tags, "Name": f"{name}-spot",
+                             CAPACITY_TAG: "spot" if fleet.spot else "on-demand"}),
+            **warm_up,
+            opts=child,
+        )
+        fallback = config.on_demand
+        on_demand = aws.autoscaling.Group(
+            f"{name}-ondemand",
+            min_size=fallback.min_size,
+            max_size=fallback.max_size,
+            desired_capacity=fallback.min_size,
+            vpc_zone_identifiers=args.subnet_ids,
+            launch_template={"id": template.id, "version": version},
+            # Stopped instances cost only their disks; starting one skips the first boot and
+            # keeps what its first launch already downloaded. warm_pool: 0 means no pool.
+            warm_pool={
+                "pool_state": "Stopped",
+                "min_size": fallback.warm_pool,
+                # Running plus stopped instances the group keeps ready.
+                "max_group_prepared_capacity": fallback.min_size + fallback.warm_pool,
+                "instance_reuse_policy": {"reuse_on_scale_in": True},
+            } if fallback.warm_pool else None,
+            tags=group_tags({**tags, "Name": f"{name}-ondemand", CAPACITY_TAG: "on-demand"}),
+            **warm_up,
+            opts=child,
+        )
+
+        self.spot_group_name = spot.name
+        self.on_demand_group_name = on_demand.name
+        self.role_arn = role.arn
+        self.register_outputs(
+            {
+                "spot_group_name": self.spot_group_name,
+                "on_demand_group_name": self.on_demand_group_name,
+                "role_arn": self.role_arn,
+            }
+        )

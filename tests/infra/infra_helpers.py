@@ -1,0 +1,73 @@
+"""Stack config as the program receives it, and readers for what the mocked program registered."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+STACKS = REPO / "stacks"
+INFRA = REPO / "infra"
+CLIENT_STACKS = ("university-prod", "startup-prod")
+ALL_STACKS = ("example", *CLIENT_STACKS)
+
+GROUP = "aws:autoscaling/group:Group"
+LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+POLICY_ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+SUBNET = "aws:ec2/subnet:Subnet"
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """A stack file's `config:` map as written."""
+    return yaml.safe_load((STACKS / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))["config"]
+
+
+def stack_config_env(stack: str, **sections: Any) -> dict[str, str]:
+    """The config the program receives: structured values as JSON strings. `sections` replace
+    or add whole `llmfleet:<section>` values (pass None to drop one)."""
+    config = stack_config(stack)
+    for section, value in sections.items():
+        config.pop(f"llmfleet:{section}", None)
+        if value is not None:
+            config[f"llmfleet:{section}"] = value
+    return {
+        key: value if isinstance(value, str) else json.dumps(value)
+        for key, value in config.items()
+    }
+
+
+def prefix(stack: str) -> str:
+    """The name every resource of `stack` starts with: the config's <client>-<environment>."""
+    config = stack_config(stack)
+    return f"{config['llmfleet:client']}-{config['llmfleet:environment']}"
+
+
+def user_data(inputs: dict[str, Any]) -> str:
+    """A launch template's user data, decoded from the base64 EC2 wants."""
+    return base64.b64decode(inputs["userData"]).decode()
+
+
+def group_tag_map(inputs: dict[str, Any]) -> dict[str, str]:
+    return {tag["key"]: tag["value"] for tag in inputs["tags"]}
+
+
+def statements(policy_json: str) -> list[dict[str, Any]]:
+    document = json.loads(policy_json)
+    assert document["Version"] == "2012-10-17"
+    return document["Statement"]
+
+
+def import_infra(module: str) -> Any:
+    """One of infra/'s modules, imported the way the Pulumi program imports it."""
+    if str(INFRA) not in sys.path:
+        sys.path.insert(0, str(INFRA))
+    return __import__(module)

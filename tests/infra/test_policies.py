@@ -1,0 +1,155 @@
+"""The policy checks AWS enforces but mocks do not: each with a passing and a violating input,
+over every stack's mocked program, and through the policy pack that hands them to Pulumi."""
+
+from __future__ import annotations
+
+import copy
+import runpy
+from typing import Any
+
+import pytest
+from infra_helpers import ALL_STACKS, GROUP, LAUNCH_TEMPLATE, REPO, import_infra, stack_config_env
+
+from llmfleet.config import from_pulumi_config_env
+
+GPU_TAGS = [{"key": "llmfleet:role", "value": "gpu-node", "propagateAtLaunch": True}]
+SPOT_GROUP: dict[str, Any] = {
+    "minSize": 0, "desiredCapacity": 1, "maxSize": 4,
+    "healthCheckGracePeriod": 600, "defaultInstanceWarmup": 600,
+    "tags": GPU_TAGS,
+    "mixedInstancesPolicy": {
+        "instancesDistribution": {"onDemandBaseCapacity": 0,
+                                  "onDemandPercentageAboveBaseCapacity": 0},
+        "launchTemplate": {"overrides": [{"instanceType": "g4dn.xlarge", "weightedCapacity": "1"},
+                                         {"instanceType": "g5.xlarge", "weightedCapacity": "2"}]},
+    },
+}
+ON_DEMAND_GROUP: dict[str, Any] = {
+    "minSize": 1, "desiredCapacity": 1, "maxSize": 2,
+    "healthCheckGracePeriod": 600, "defaultInstanceWarmup": 600, "tags": GPU_TAGS,
+    "launchTemplate": {"id": "lt-1", "version": "1"},
+    "warmPool": {"poolState": "Stopped", "minSize": 1},
+}
+
+
+def changed(inputs: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of `inputs` with the dotted `path` set to `value` (None deletes it)."""
+    copied = copy.deepcopy(inputs)
+    *parents, last = path.split(".")
+    node = copied
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is None:
+        del node[last]
+    elif last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return copied
+
+
+def _check(name: str) -> Any:
+    policies = import_infra("policies")
+    if name == "grace_covers_cold_start":
+        return lambda typ, inputs: policies.grace_covers_cold_start(typ, inputs, cold_start_s=600)
+    return getattr(policies, name)
+
+
+CASES = [
+    ("no_warm_pool_on_mixed_instances", GROUP, ON_DEMAND_GROUP,
+     changed(SPOT_GROUP, "warmPool", {"poolState": "Stopped"}), "warm pool"),
+    ("sizes_ordered", GROUP, SPOT_GROUP, changed(SPOT_GROUP, "desiredCapacity", 5),
+     "0 <= 5 <= 4"),
+    ("sizes_ordered", GROUP, ON_DEMAND_GROUP, changed(ON_DEMAND_GROUP, "minSize", 2),
+     "2 <= 1 <= 2"),
+    ("grace_covers_cold_start", GROUP, SPOT_GROUP,
+     changed(SPOT_GROUP, "healthCheckGracePeriod", 300), "healthCheckGracePeriod is 300 s"),
+    ("grace_covers_cold_start", GROUP, ON_DEMAND_GROUP,
+     changed(ON_DEMAND_GROUP, "defaultInstanceWarmup", None), "defaultInstanceWarmup is 0 s"),
+    ("fleet_types_have_gpus", GROUP, SPOT_GROUP,
+     changed(SPOT_GROUP, "mixedInstancesPolicy.launchTemplate.overrides.1.instanceType",
+             "m5.xlarge"), "m5.xlarge has no GPU"),
+    ("fleet_types_have_gpus", LAUNCH_TEMPLATE,
+     {"instanceType": "g4dn.xlarge", "tags": {"llmfleet:role": "gpu-node"}},
+     {"instanceType": "t3.small", "tags": {"llmfleet:role": "gpu-node"}}, "t3.small has no GPU"),
+    ("weights_positive", GROUP, SPOT_GROUP,
+     changed(SPOT_GROUP, "mixedInstancesPolicy.launchTemplate.overrides.0.weightedCapacity", "0"),
+     "weight '0'"),
+    ("spot_share_explicit", GROUP, SPOT_GROUP,
+     changed(SPOT_GROUP, "mixedInstancesPolicy.instancesDistribution."
+                         "onDemandPercentageAboveBaseCapacity", None),
+     "onDemandPercentageAboveBaseCapacity is not set"),
+]
+
+
+@pytest.mark.parametrize(("check", "typ", "passing", "violating", "message"), CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_each_check_passes_good_inputs_and_names_the_violation(check, typ, passing, violating,
+                                                               message):
+    assert _check(check)(typ, passing) == []
+    found = _check(check)(typ, violating)
+    assert len(found) == 1 and message in found[0], found
+
+
+def test_checks_leave_other_roles_and_types_alone():
+    policies = import_infra("policies")
+    edge = changed(ON_DEMAND_GROUP, "tags", [{"key": "llmfleet:role", "value": "edge"}])
+    # The edge group's grace need not cover a GPU cold start; a bucket is nobody's business.
+    assert policies.violations(GROUP, changed(edge, "healthCheckGracePeriod", 300),
+                               cold_start_s=600) == []
+    assert policies.violations("aws:s3/bucket:Bucket", {"tags": {}}, cold_start_s=600) == []
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_the_mocked_program_keeps_every_policy(program, mocks, stack):
+    program.run(stack_config_env(stack), stack=stack)
+
+    policies = import_infra("policies")
+    cold_start_s = from_pulumi_config_env(stack_config_env(stack), stack).gpu_node.cold_start_s
+    checked = [r for r in mocks.registered if r.type in (GROUP, LAUNCH_TEMPLATE)]
+    assert len(checked) == 5
+    for resource in checked:
+        assert policies.violations(resource.type, resource.inputs,
+                                   cold_start_s=cold_start_s) == [], resource.name
+
+
+def test_a_shorter_grace_in_the_program_would_be_caught(program, mocks):
+    # The same run, checked against a longer cold start than the stack's: the GPU groups'
+    # grace no longer covers it, so the check does look at what the program registered.
+    program.run(stack_config_env("example"), stack="example")
+
+    policies = import_infra("policies")
+    found = [v for r in mocks.of_type(GROUP)
+             for v in policies.violations(r.type, r.inputs, cold_start_s=601)]
+    assert len(found) == 4  # grace and warm-up, on both GPU groups; not the edge's
+
+
+class _Args:
+    """What the policy engine hands a resource validation."""
+
+    def __init__(self, resource_type: str, props: dict[str, Any], config: dict[str, Any]):
+        self.resource_type, self.props, self._config = resource_type, props, config
+
+    def get_config(self) -> dict[str, Any]:
+        return self._config
+
+
+def test_the_policy_pack_runs_each_check_as_a_mandatory_policy():
+    pack = runpy.run_path(str(REPO / "policy"), run_name="policy_pack")  # no server started
+    policies = import_infra("policies")
+    by_name = {p.name: p for p in pack["POLICIES"]}
+    assert set(by_name) == {c.__name__.replace("_", "-") for c in policies.CHECKS} | {
+        "grace-covers-cold-start"}
+    assert all(p.enforcement_level.value == "mandatory" for p in pack["POLICIES"])
+
+    reported: list[str] = []
+    bad = changed(SPOT_GROUP, "warmPool", {"poolState": "Stopped"})
+    by_name["no-warm-pool-on-mixed-instances"].validate(
+        _Args(GROUP, bad, {}), lambda message, urn=None: reported.append(message))
+    assert len(reported) == 1 and "warm pool" in reported[0]
+
+    reported.clear()
+    by_name["grace-covers-cold-start"].validate(
+        _Args(GROUP, SPOT_GROUP, {"cold_start_s": 900}),
+        lambda message, urn=None: reported.append(message))
+    assert len(reported) == 2

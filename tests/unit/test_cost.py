@@ -1,0 +1,87 @@
+"""The hourly cost estimate: each line from the config's prices, at min, typical and max."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmfleet.config import validate
+from llmfleet.cost import HOURS_PER_MONTH, estimate_hourly_cost
+
+PRICES = {
+    "on_demand": {"g6.xlarge": 0.8, "g5.xlarge": 1.0, "t3.small": 0.02},
+    "spot": {"g6.xlarge": 0.4, "g5.xlarge": 0.5},
+    "nat_gateway_hour": 0.045,
+    "public_ipv4_hour": 0.005,
+    "gp3_gib_month": 0.073,  # 0.0001 per GiB-hour
+}
+
+
+def _config(**sections):
+    base = {
+        "fleet": {"instance_types": [{"type": "g6.xlarge"}, {"type": "g5.xlarge", "weight": 2}],
+                  "min_size": 0, "desired": 3, "max_size": 8},
+        "on_demand": {"min_size": 1, "max_size": 2, "warm_pool": 1},
+        "gpu_node": {"root_volume_gib": 100},
+        "edge": {"root_volume_gib": 20},
+        "prices": PRICES,
+    }
+    return validate({**base, **sections}, "test")
+
+
+def test_typical_scale_prices_the_cheapest_type_per_unit_plus_the_always_on_parts():
+    typical = estimate_hourly_cost(_config()).typical
+
+    lines = {line.item: (line.count, round(line.usd_per_hour, 6)) for line in typical.lines}
+    # g5 at 0.5 for 2 units beats g6 at 0.4 for 1: 3 units take two g5.xlarge.
+    assert lines == {
+        "g5.xlarge (spot, spot group)": (2, 1.0),
+        "g6.xlarge (on-demand fallback, always on)": (1, 0.8),
+        "t3.small (edge, on-demand)": (1, 0.02),
+        # 3 running GPU nodes + 1 in the warm pool, 100 GiB each, + the edge's 20.
+        "gp3 GiB (GPU nodes running and in the warm pool, edge)": (420, 0.042),
+        # The edge's EIP and each running GPU node (no NAT, so they have public addresses).
+        "public IPv4 addresses": (4, 0.02),
+    }
+    assert typical.usd_per_hour == pytest.approx(1.882)
+    assert typical.usd_per_month == pytest.approx(1.882 * HOURS_PER_MONTH)
+
+
+def test_at_minimum_only_the_always_on_parts_remain():
+    minimum = estimate_hourly_cost(_config(on_demand={"min_size": 0, "warm_pool": 0})).minimum
+
+    assert minimum.gpu_units == 0
+    assert [line.item for line in minimum.lines] == [
+        "t3.small (edge, on-demand)",
+        "gp3 GiB (GPU nodes running and in the warm pool, edge)",
+        "public IPv4 addresses",
+    ]
+    assert minimum.usd_per_hour == pytest.approx(0.02 + 20 * 0.0001 + 0.005)
+
+
+def test_nat_adds_the_gateway_and_takes_the_nodes_public_addresses_away():
+    maximum = estimate_hourly_cost(_config(network={"nat": True})).maximum
+
+    lines = {line.item: line for line in maximum.lines}
+    assert lines["NAT gateway (before data processing)"].usd_per_hour == 0.045
+    assert lines["public IPv4 addresses"].count == 1
+    assert maximum.gpu_units == 8
+
+
+def test_an_on_demand_fleet_uses_on_demand_prices():
+    config = _config(fleet={"instance_types": [{"type": "g6.xlarge"}], "desired": 2,
+                            "spot": False})
+    typical = estimate_hourly_cost(config).typical
+    assert typical.lines[0].item == "g6.xlarge (on-demand, spot group)"
+    assert typical.lines[0].usd_per_hour == pytest.approx(1.6)
+
+
+def test_a_type_without_a_price_names_the_key_to_add():
+    config = _config(fleet={"instance_types": [{"type": "p5.48xlarge"}]})
+    with pytest.raises(ValueError, match=r"llmfleet:prices\.spot\.p5\.48xlarge"):
+        estimate_hourly_cost(config)
+
+
+def test_the_estimate_serialises_for_a_cli():
+    as_dict = estimate_hourly_cost(_config()).as_dict()
+    assert set(as_dict) == {"min", "typical", "max"}
+    assert as_dict["typical"]["usd_per_hour"] == 1.882
