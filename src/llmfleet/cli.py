@@ -1,4 +1,4 @@
-"""`llmfleet`: the sandbox (up, status, down, demo), the load generator, and config checks."""
+"""`llmfleet`: the sandbox (up, status, down, demo, top), load, API keys and config checks."""
 
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     load_cli.add_arguments(load_cmd)
     load_cmd.set_defaults(handler=load_cli.run)
 
+    from llmfleet.gateway import cli as keys_cli
+
+    keys_cmd = commands.add_parser("keys", help="API keys: create, list, revoke, set-tier")
+    keys_cli.add_arguments(keys_cmd)
+
     check_cmd = commands.add_parser("check-config", help="validate a sandbox config file")
     check_cmd.add_argument("file", type=Path)
     check_cmd.set_defaults(handler=_check_config)
@@ -79,6 +84,9 @@ def _sandbox_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["simulated", "vllm"],
                         help="simulated vLLM (default) or real `vllm serve` (needs a GPU)")
     parser.add_argument("--model", help="model to serve (Hugging Face id)")
+    parser.add_argument("--slack-webhook-file", type=Path,
+                        help="file holding a Slack webhook URL: alerts go to Slack "
+                             "(default: a local sink that logs them)")
     _state_dir_option(parser)
 
 
@@ -92,6 +100,9 @@ def _config_from(args: argparse.Namespace) -> FleetConfig:
         data["sandbox"] = sandbox
     if args.model:
         data["model"] = {**(data.get("model") or {}), "name": args.model}
+    if args.slack_webhook_file:
+        data["alerts"] = {**(data.get("alerts") or {}),
+                          "slack_webhook_file": str(args.slack_webhook_file.resolve())}
     return validate(data, source + " with command-line options")
 
 
@@ -136,39 +147,16 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llmfleet.loadgen import LoadSpec, run_load_sync
+    from llmfleet.demo import closing_words, run_demo
 
-    state_dir = _state_dir(args)
-    report = status(state_dir)
-    if report["running"]:
-        _say(f"using the sandbox already running at {report['endpoint']}")
-    else:
-        report = up(_config_from(args), state_dir, edge_port_explicit=args.port is not None,
-                    say=_say)
+    report, load = run_demo(_config_from(args), _state_dir(args), requests=args.requests,
+                            concurrency=args.concurrency,
+                            edge_port_explicit=args.port is not None, say=_say)
     _print_status(report)
-    endpoint = report["endpoint"]
-    _say(f"sending {args.requests} streaming chat requests, {args.concurrency} at a time")
-    load = run_load_sync(LoadSpec(url=endpoint, requests=args.requests,
-                                  concurrency=args.concurrency, max_duration_s=120))
     print()
     print(load.render_text())
-    model = json.loads(_get(endpoint + "/v1/models"))["data"][0]["id"]
-    print(f"""
-The API is up at {endpoint}/v1 (OpenAI-compatible). Try:
-  curl -s {endpoint}/v1/chat/completions -H 'content-type: application/json' \\
-    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
-  .venv/bin/llmfleet status            # what runs, and the log files
-  .venv/bin/llmfleet load -n 200 -c 20 # more traffic
-Stop it with:
-  .venv/bin/llmfleet down""")
+    print(closing_words(report))
     return EXIT_OK if load.all_ok else EXIT_FAILED
-
-
-def _get(url: str) -> str:
-    from urllib.request import urlopen
-
-    with urlopen(url, timeout=5) as response:
-        return response.read().decode()
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -176,12 +164,14 @@ def _print_status(report: dict[str, Any]) -> None:
         print("The sandbox is not running (start it with: llmfleet up).")
         return
     print(f"Sandbox {report['stack']}: endpoint {report['endpoint']}")
-    for component in [report["edge"], *report["backends"]]:
+    others = [v for k, v in report.items()
+              if isinstance(v, dict) and "pid" in v and k != "edge"]
+    for component in [report["edge"], *report["backends"], *others]:
         if component is None:
             continue
         health = "healthy" if component["healthy"] else (
             "UNHEALTHY" if component["running"] else "STOPPED")
-        print(f"  {component['name']:<11} {component['url']:<24} pid {component['pid']:<7} "
+        print(f"  {component['name']:<13} {component['url']:<30} pid {component['pid']:<7} "
               f"{health:<9} log {component['log']}")
 
 

@@ -1,16 +1,22 @@
-"""A real sandbox per test: simulated vLLM backends and nginx on free loopback ports."""
+"""A real sandbox per test: simulated vLLM backends, Redis, the gateway and nginx, all on free
+loopback ports; and a bare Redis for the limiter's own tests."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from llmfleet.config import validate
 from llmfleet.sandbox import down, up
+from llmfleet.sandbox.auth import key_store
 from llmfleet.sandbox.ports import free_port
+from llmfleet.sandbox.processes import wait_until
 
 StartSandbox = Callable[..., dict[str, Any]]
 
@@ -18,18 +24,49 @@ StartSandbox = Callable[..., dict[str, Any]]
 @pytest.fixture
 def start_sandbox(tmp_path: Path) -> Iterator[StartSandbox]:
     """Start sandboxes with config overrides; all of them are stopped when the test ends,
-    also when it fails."""
+    also when it fails. With auth on (the default) the result carries an unlimited
+    `api_key` for tests that are not about limits."""
     started: list[Path] = []
 
     def start(name: str = "sandbox", **sections: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, Any] = {k: dict(v) for k, v in sections.items()}
         sandbox = data.setdefault("sandbox", {})
-        sandbox.setdefault("edge_port", free_port())
-        sandbox.setdefault("base_port", free_port())
+        for key in ("edge_port", "base_port", "redis_port", "gateway_port"):
+            sandbox.setdefault(key, free_port())
         state_dir = tmp_path / name
         started.append(state_dir)
-        return up(validate(data, "test"), state_dir, edge_port_explicit=True)
+        config = validate(data, "test")
+        box = up(config, state_dir, edge_port_explicit=True)
+        box["tiers"] = dict(config.rate_limits.tiers)
+        box["api_key"] = None
+        if config.sandbox.auth and "enterprise" in box["tiers"]:
+            box["api_key"], _ = key_store(state_dir, box).create("tests", "enterprise")
+        return box
 
     yield start
     for state_dir in started:
         down(state_dir)
+
+
+@pytest.fixture
+def bare_redis(tmp_path: Path) -> Iterator[redis.Redis]:
+    """A passwordless redis-server on a free loopback port, for the limiter's own tests."""
+    port = free_port()
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "/usr/bin/redis-server", "--bind", "127.0.0.1",
+         "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port, decode_responses=True)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+
+    try:
+        assert wait_until(answers, 10), "redis-server did not start"
+        yield client
+    finally:
+        server.kill()
+        server.wait()

@@ -19,7 +19,8 @@ def test_least_conn_gives_a_lower_p99_than_round_robin_on_heavy_tails(start_sand
     reports = {}
     for strategy in ("least_conn", "round_robin"):
         box = start_sandbox(strategy, sandbox=BACKENDS, load_balancing={"strategy": strategy})
-        reports[strategy] = run_load_sync(LoadSpec(url=box["endpoint"], **WORKLOAD))
+        reports[strategy] = run_load_sync(
+            LoadSpec(url=box["endpoint"], api_key=box["api_key"], **WORKLOAD))
     least, robin = reports["least_conn"], reports["round_robin"]
     assert least.ok == robin.ok == 400
     with capsys.disabled():

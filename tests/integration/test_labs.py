@@ -31,8 +31,8 @@ def address(component: dict) -> str:
 
 def test_lab1_twenty_concurrent_requests_through_least_conn_reach_both_backends(start_sandbox):
     box = start_sandbox(sandbox=FAST)
-    report = run_load_sync(LoadSpec(url=box["endpoint"], requests=20, concurrency=20,
-                                    output_tokens="fixed:16", max_duration_s=60))
+    report = run_load_sync(LoadSpec(url=box["endpoint"], api_key=box["api_key"], requests=20,
+                                    concurrency=20, output_tokens="fixed:16", max_duration_s=60))
     assert report.ok == 20, report.errors_by_status
     logs = [b["log"] for b in box["backends"]]
     assert wait_until(lambda: sum(len(served_requests(log)) for log in logs) == 20, 10)
@@ -44,16 +44,16 @@ def test_lab1_twenty_concurrent_requests_through_least_conn_reach_both_backends(
 def test_lab2_killed_backend_traffic_moves_to_the_survivor(start_sandbox, capsys):
     box = start_sandbox(sandbox=FAST)
     victim, survivor = box["backends"]
-    streaming = LoadSpec(url=box["endpoint"], requests=300, concurrency=8,
-                         output_tokens="fixed:64", max_duration_s=45)
+    streaming = LoadSpec(url=box["endpoint"], api_key=box["api_key"], requests=300,
+                         concurrency=8, output_tokens="fixed:64", max_duration_s=45)
     with ThreadPoolExecutor(max_workers=1) as pool:
         background = pool.submit(run_load_sync, streaming)
         assert wait_until(lambda: all(served_requests(b["log"]) for b in (victim, survivor)), 20)
         os.kill(victim["pid"], signal.SIGKILL)
         killed_at = time.monotonic()
-        after = run_load_sync(LoadSpec(url=box["endpoint"], requests=40, concurrency=4,
-                                       stream=False, output_tokens="fixed:8",
-                                       max_duration_s=30))
+        after = run_load_sync(LoadSpec(url=box["endpoint"], api_key=box["api_key"],
+                                       requests=40, concurrency=4, stream=False,
+                                       output_tokens="fixed:8", max_duration_s=30))
         moved_within = time.monotonic() - killed_at
         during = background.result()
 
@@ -76,7 +76,7 @@ def test_streaming_is_not_buffered_ttft_through_nginx_matches_direct(start_sandb
     workload = {"requests": 30, "concurrency": 1, "output_tokens": "fixed:100",
                 "prompt_tokens": "fixed:64", "max_duration_s": 60}
     direct = run_load_sync(LoadSpec(url=box["backends"][0]["url"], **workload))
-    edge = run_load_sync(LoadSpec(url=box["endpoint"], **workload))
+    edge = run_load_sync(LoadSpec(url=box["endpoint"], api_key=box["api_key"], **workload))
     assert direct.ok == edge.ok == 30
     added_ms = (edge.ttft_p50_s - direct.ttft_p50_s) * 1000
     with capsys.disabled():

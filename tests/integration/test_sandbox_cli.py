@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -43,7 +44,9 @@ def status(state: Path) -> dict:
 
 
 def pids(report: dict) -> list[int]:
-    return [report["edge"]["pid"], *(b["pid"] for b in report["backends"])]
+    """Every process the sandbox runs: backends, and one per other component."""
+    others = [v["pid"] for v in report.values() if isinstance(v, dict) and "pid" in v]
+    return [*others, *(b["pid"] for b in report["backends"])]
 
 
 def alive(pid: int) -> bool:
@@ -64,6 +67,8 @@ def test_up_starts_healthy_backends_and_edge_and_status_reports_them(state_dir):
         assert backend["healthy"] and backend["url"].startswith("http://127.0.0.1:")
         assert Path(backend["log"]).is_file() and alive(backend["pid"])
     assert report["edge"]["healthy"]
+    assert report["redis"]["healthy"] and report["redis"]["url"].startswith("redis://127.0.0.1:")
+    assert report["gateway"]["healthy"]
 
 
 def test_a_second_up_is_refused_while_the_first_runs(state_dir):
@@ -152,7 +157,7 @@ def test_a_backend_that_fails_to_start_stops_the_rest_and_points_to_its_log(tmp_
                        "sandbox": {"edge_port": free_port(), "base_port": free_port()}}, "test")
     with pytest.raises(SandboxError, match="exited during start-up") as caught:
         sandbox_up(config, tmp_path / "state", edge_port_explicit=True)
-    assert "backend-1 exited" in str(caught.value)
+    assert re.search(r"backend-\d exited", str(caught.value))
     assert "KV cache" in str(caught.value)  # the backend's own reason, from its log
     assert not (tmp_path / "state" / "state.json").exists()
 
@@ -165,3 +170,14 @@ def test_stop_signals_only_a_matching_start_time(tmp_path):
     assert is_running(record)
     assert stop(record)
     assert not is_running(record)
+
+
+def test_demo_brings_the_sandbox_up_shows_limits_sends_traffic_and_says_how_to_stop(state_dir):
+    result = cli("demo", "--requests", "6", "--concurrency", "3", "--port", str(free_port()),
+                 state=state_dir)
+    assert result.returncode == 0, result.stderr
+    assert "a free-tier key: 10 requests admitted, then 429" in result.stderr
+    assert "requests   6/6 finished, 6 ok, 0 failed" in result.stdout
+    assert "Authorization: Bearer sk-lf-" in result.stdout
+    assert "llmfleet down" in result.stdout
+    assert status(state_dir)["running"]

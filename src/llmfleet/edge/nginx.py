@@ -45,6 +45,15 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class GatewayHook:
+    """Where the edge asks admit-or-refuse (nginx auth_request), and where it reports the end
+    of requests that hold an in-flight slot (loopback syslog; 0 when no tier caps them)."""
+
+    address: str
+    lease_port: int = 0
+
+
+@dataclass(frozen=True)
 class NginxPaths:
     """Where nginx keeps its runtime files; Debian's defaults on a real edge host."""
 
@@ -78,11 +87,12 @@ def render_nginx_conf(
     worker_processes: str = "auto",
     worker_connections: int = 8192,
     status_listen: str | None = None,
+    gateway: GatewayHook | None = None,
 ) -> str:
     """Return nginx.conf text for this fleet and these upstreams.
 
     `status_listen` (e.g. "127.0.0.1:8081") adds a loopback-only stub_status server for the
-    nginx Prometheus exporter.
+    nginx Prometheus exporter. `gateway` turns on API keys and rate limits (auth_request).
     """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(images_dir() / "edge"),
@@ -102,6 +112,7 @@ def render_nginx_conf(
         worker_connections=worker_connections,
         error_pages=ERROR_PAGES,
         status_listen=status_listen,
+        gateway=gateway,
     )
 
 

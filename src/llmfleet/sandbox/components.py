@@ -15,6 +15,7 @@ from llmfleet.edge.nginx import (
     nginx_binary,
     render_nginx_conf,
 )
+from llmfleet.sandbox.auth import gateway_hook, start_gateway, start_redis
 from llmfleet.sandbox.backends import backend_command, backend_name
 from llmfleet.sandbox.ports import LOOPBACK
 from llmfleet.sandbox.run import SandboxError, SandboxRun
@@ -47,7 +48,7 @@ def start_edge(run: SandboxRun) -> None:
     config = run.config.model_copy(update={"load_balancing": lb})
     conf = nginx_dir / "nginx.conf"
     conf.write_text(render_nginx_conf(config, upstreams, listen=f"{LOOPBACK}:{port}",
-                                      paths=paths))
+                                      paths=paths, gateway=gateway_hook(run)))
     check = check_nginx_conf(conf)
     if not check.ok:
         raise SandboxError(f"nginx rejected the rendered config {conf}:\n{check.output}")
@@ -59,4 +60,6 @@ def start_edge(run: SandboxRun) -> None:
 
 
 # Order matters: each starter may use what the ones before it published in run.facts.
-STARTERS: list[Callable[[SandboxRun], None]] = [start_backends, start_edge]
+STARTERS: list[Callable[[SandboxRun], None]] = [
+    start_backends, start_redis, start_gateway, start_edge,
+]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import http.client
+import socket
 from urllib.parse import urlsplit
 
 
 def http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    """True when `url` answers 2xx within the timeout."""
+    """True when `url` answers 2xx within the timeout (for redis:// URLs: answers PING)."""
     parts = urlsplit(url)
+    if parts.scheme == "redis":
+        return redis_answers(parts.hostname or "127.0.0.1", parts.port or 6379, timeout_s)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     try:
         connection.request("GET", parts.path or "/")
@@ -17,3 +20,15 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
         return False
     finally:
         connection.close()
+
+
+def redis_answers(host: str, port: int, timeout_s: float) -> bool:
+    """True when a Redis server answers PING. Without the password it answers -NOAUTH: that
+    still shows it is up and serving, which is all a health check needs to know."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as connection:
+            connection.sendall(b"PING\r\n")
+            reply = connection.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH"))

@@ -88,6 +88,7 @@ def status(state_dir: Path) -> dict[str, Any]:
         "state_dir": str(state_dir),
         "endpoint": state.get("endpoint"),
         "nginx_conf": state.get("nginx_conf"),
+        "facts": state.get("facts", {}),
         "backends": [c for c in components if c["kind"] == "backend"],
     }
     for component in components:

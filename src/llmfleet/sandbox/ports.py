@@ -35,3 +35,10 @@ def pick_ports(first: int, count: int, taken: set[int] | None = None) -> list[in
         taken.add(candidate)
         chosen.append(candidate)
     return chosen
+
+
+def free_udp_port(host: str = LOOPBACK) -> int:
+    """A UDP port the kernel says is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]

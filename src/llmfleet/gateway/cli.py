@@ -1,0 +1,122 @@
+"""`llmfleet keys ...`: create, list, revoke and re-tier API keys.
+
+By default it talks to the running sandbox's Redis. Any other Redis works with --redis-url
+(on AWS: through an SSM port forward to the edge, see docs/rate-limits.md) and the password
+from --redis-password-file or $LLMFLEET_REDIS_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import redis
+
+from llmfleet.config import FleetConfig, load_yaml
+from llmfleet.gateway.keys import KeyRecord, KeyStore, UnknownKey
+from llmfleet.sandbox import SandboxError, default_state_dir
+from llmfleet.sandbox.auth import key_store
+from llmfleet.sandbox.run import load_state
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", default=os.environ.get("LLMFLEET_REDIS_URL"),
+                        help="Redis holding the keys (default: the running sandbox's)")
+    parser.add_argument("--redis-password-file", type=Path,
+                        help="file with the Redis password (or set $LLMFLEET_REDIS_PASSWORD)")
+    parser.add_argument("--config", type=Path,
+                        help="config naming the tiers (default: the running sandbox's)")
+    parser.add_argument("--state-dir", type=Path, default=None, help="the sandbox's state dir")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    create = actions.add_parser("create", help="make a key; it is printed once, never stored")
+    create.add_argument("--client", required=True, help="who the key belongs to")
+    create.add_argument("--tier", required=True, help="a tier from the config")
+    create.add_argument("--requests", type=int, help="override: requests per window")
+    create.add_argument("--window", type=float, help="override: window in seconds")
+    create.add_argument("--max-concurrent", type=int, help="override: requests in flight")
+    create.add_argument("--json", action="store_true")
+
+    listing = actions.add_parser("list", help="every key, by id (never the key itself)")
+    listing.add_argument("--json", action="store_true")
+
+    revoke = actions.add_parser("revoke", help="refuse a key from now on")
+    revoke.add_argument("key", help="the key, or its id from `keys list`")
+
+    set_tier = actions.add_parser("set-tier", help="move a key to another tier")
+    set_tier.add_argument("key", help="the key, or its id from `keys list`")
+    set_tier.add_argument("tier")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        store = _store(args)
+        if args.action == "create":
+            _check_overrides(args)
+            raw, record = store.create(
+                args.client, args.tier, requests=args.requests,
+                window_ms=round(args.window * 1000) if args.window else None,
+                max_concurrent=args.max_concurrent)
+            if args.json:
+                print(json.dumps({"key": raw, **record.to_dict()}))
+            else:
+                print(raw)
+                print(f"id {record.id}, client {record.client}, tier {record.tier}. "
+                      "Keep the key now: it is not stored and cannot be shown again.",
+                      file=sys.stderr)
+        elif args.action == "list":
+            records = store.list()
+            if args.json:
+                print(json.dumps([r.to_dict() for r in records], indent=2))
+            else:
+                _print_table(records)
+        elif args.action == "revoke":
+            record = store.revoke(args.key)
+            print(f"revoked {record.id} (client {record.client})")
+        elif args.action == "set-tier":
+            record = store.set_tier(args.key, args.tier)
+            print(f"{record.id} (client {record.client}) is now on tier {record.tier}")
+    except (UnknownKey, ValueError, SandboxError) as error:
+        print(f"llmfleet keys: {error}", file=sys.stderr)
+        return 2
+    except redis.exceptions.RedisError as error:
+        print(f"llmfleet keys: Redis at {args.redis_url or 'the sandbox'}: {error}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _store(args: argparse.Namespace) -> KeyStore:
+    if args.redis_url is None:
+        state_dir = args.state_dir or default_state_dir()
+        return key_store(state_dir, load_state(state_dir) or {})
+    password = os.environ.get("LLMFLEET_REDIS_PASSWORD")
+    if args.redis_password_file:
+        password = args.redis_password_file.read_text().strip()
+    config = load_yaml(args.config) if args.config else FleetConfig()
+    client = redis.Redis.from_url(args.redis_url, password=password, decode_responses=True,
+                                  socket_timeout=5, socket_connect_timeout=5)
+    return KeyStore(client, set(config.rate_limits.tiers))
+
+
+def _check_overrides(args: argparse.Namespace) -> None:
+    for flag, value in (("--requests", args.requests), ("--max-concurrent", args.max_concurrent)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be a whole number of at least 1, got {value}")
+    if args.window is not None and args.window <= 0:
+        raise ValueError(f"--window must be more than 0 seconds, got {args.window}")
+
+
+def _print_table(records: list[KeyRecord]) -> None:
+    if not records:
+        print("no keys yet; make one with: llmfleet keys create --client NAME --tier TIER")
+        return
+    print(f"{'id':<13} {'client':<20} {'tier':<12} {'hint':<14} {'created':<21} state")
+    for r in records:
+        d = r.to_dict()
+        print(f"{r.id:<13} {r.client[:20]:<20} {r.tier:<12} {r.hint:<14} {d['created']:<21} "
+              f"{'revoked' if r.revoked else 'active'}")

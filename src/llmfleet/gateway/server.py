@@ -1,0 +1,277 @@
+"""The gateway's HTTP side: nginx's auth_request asks `GET /auth`; `/metrics` and `/health`.
+
+Per request: the key from `Authorization: Bearer` or `x-api-key`, its SHA-256, then one Redis
+round trip (an EVALSHA that checks the key and applies the limit atomically). Keys of an
+unlimited tier with no in-flight cap skip Redis while their record is cached; the cache is
+emptied per key the moment a change is published, and wholesale after any lost connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import NoScriptError, RedisError
+
+from llmfleet.config import FailMode, RateLimits, Tier
+from llmfleet.gateway import answers
+from llmfleet.gateway.answers import Answer
+from llmfleet.gateway.keys import CHANGED, RECORD, digest, key_id, looks_like_key
+from llmfleet.gateway.limiter import (
+    ADMIT_SCRIPT,
+    LEASES,
+    LocalWindow,
+    Verdict,
+    parse_reply,
+    script_args,
+    script_keys,
+)
+from llmfleet.gateway.metrics import GatewayMetrics
+
+log = logging.getLogger("llmfleet.gateway")
+
+MAX_HEADER_BYTES = 32 * 1024  # so a 10 kB key is read and refused with 401, not a 400
+
+
+@dataclass
+class CachedKey:
+    client: str
+    tier: str
+    revoked: bool
+    overrides: dict[str, int]
+    fetched: float
+
+
+class Gateway:
+    """Decides admit or refuse for one request; owns the Redis client, cache and fallbacks."""
+
+    def __init__(self, limits: RateLimits, redis_client: aioredis.Redis, lease_ttl_s: float):
+        self.limits = limits
+        self.redis = redis_client
+        self.lease_ttl_ms = round(lease_ttl_s * 1000)
+        self.metrics = GatewayMetrics()
+        self.cache: dict[str, CachedKey] = {}
+        self.local = LocalWindow()
+        self.redis_up = True
+        self.redis_down_until = 0.0
+        self.last_failure_log = 0.0
+        self._script_sha: str | None = None
+
+    # -- the decision --------------------------------------------------------------------
+
+    async def decide(self, headers: Any, request_id: str) -> Answer:
+        started = time.perf_counter()
+        tier = "none"
+        try:
+            key, problem = extract_key(headers)
+            if key is None:
+                answer = answers.unauthorized(problem)
+            else:
+                answer, tier = await self._decide_for(digest(key), request_id)
+        finally:
+            self.metrics.decision_seconds.observe(time.perf_counter() - started)
+        decision = "admitted" if answer.status == answers.ADMIT else "refused"
+        self.metrics.requests.labels(tier or "none", decision, answer.reason).inc()
+        return answer
+
+    async def _decide_for(self, key_digest: str, request_id: str) -> tuple[Answer, str]:
+        cached = self._fresh(key_digest)
+        if cached and not cached.revoked and self._skips_redis(cached):
+            return answers.admitted(Verdict("ok", cached.client, cached.tier)), cached.tier
+        if time.monotonic() < self.redis_down_until:
+            return self._without_redis(key_digest)
+        try:
+            verdict = await self._ask_redis(key_digest, request_id, refresh=cached is None)
+        except (TimeoutError, RedisError, OSError) as error:
+            self._redis_failed(error)
+            return self._without_redis(key_digest)
+        self._redis_ok()
+        return self._answer(key_digest, verdict, request_id), verdict.tier
+
+    def _answer(self, key_digest: str, verdict: Verdict, request_id: str) -> Answer:
+        if verdict.outcome in ("unknown", "revoked", "unknown_tier"):
+            self.cache.pop(key_digest, None)
+            if verdict.outcome == "revoked":
+                log.info("refused revoked key %s (client %s)", key_id(key_digest), verdict.client)
+                return answers.unauthorized("This API key has been revoked.")
+            if verdict.outcome == "unknown_tier":
+                log.warning("key %s names tier %r, which is not configured",
+                            key_id(key_digest), verdict.tier)
+            return answers.unauthorized("Incorrect API key provided.")
+        if verdict.admitted:
+            lease = f"{key_digest}:{request_id}" if verdict.leased else None
+            return answers.admitted(verdict, lease)
+        window = self._tier(verdict.tier).window_s if self._tier(verdict.tier) else 60.0
+        return answers.rate_limited(verdict, window)
+
+    # -- Redis ---------------------------------------------------------------------------
+
+    async def _ask_redis(self, key_digest: str, request_id: str, refresh: bool) -> Verdict:
+        keys = script_keys(key_digest)
+        args = script_args(request_id, self.lease_ttl_ms, self.limits.tiers)
+        if self._script_sha is None:
+            self._script_sha = await self.redis.script_load(ADMIT_SCRIPT)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if refresh:
+                pipe.hgetall(RECORD + key_digest)
+            pipe.evalsha(self._script_sha, len(keys), *keys, *args)
+            try:
+                replies = await pipe.execute()
+            except NoScriptError:  # Redis restarted and lost its script cache
+                self._script_sha = None
+                return await self._ask_redis(key_digest, request_id, refresh)
+        if refresh and replies[0]:
+            self.cache[key_digest] = _cached(replies[0])
+        return parse_reply(replies[-1])
+
+    def _redis_failed(self, error: BaseException) -> None:
+        self.metrics.redis_errors.inc()
+        self.metrics.redis_up.set(0)
+        self.redis_up = False
+        now = time.monotonic()
+        self.redis_down_until = now + self.limits.redis_retry_s
+        if now - self.last_failure_log >= self.limits.fail_log_interval_s:
+            self.last_failure_log = now
+            log.error("Redis unreachable (%s); applying each tier's fail mode, retrying every "
+                      "%.1f s", type(error).__name__, self.limits.redis_retry_s)
+
+    def _redis_ok(self) -> None:
+        if not self.redis_up:
+            log.info("Redis reachable again; limits are shared across gateways once more")
+            self._expire_cache()  # changes published while we were away were missed
+            self.redis_up = True
+            self.metrics.redis_up.set(1)
+
+    def _without_redis(self, key_digest: str) -> tuple[Answer, str]:
+        retry_s = self.limits.redis_retry_s
+        known = self.cache.get(key_digest)  # stale is better than nothing while Redis is down
+        if known is None or known.revoked:
+            return answers.unavailable(retry_s), "none"
+        tier = self._tier(known.tier)
+        if tier is None or tier.fail_mode is FailMode.CLOSED:
+            return answers.unavailable(retry_s, known.tier), known.tier
+        self.metrics.fail_open.labels(known.tier).inc()
+        limit = known.overrides.get("requests", None if tier.unlimited else tier.requests)
+        if limit is None:
+            return answers.admitted(Verdict("ok", known.client, known.tier)), known.tier
+        window_s = known.overrides.get("window_ms", tier.window_s * 1000) / 1000
+        verdict = self.local.admit(key_digest, limit, window_s)
+        verdict = Verdict(verdict.outcome, known.client, known.tier, verdict.limit,
+                          verdict.remaining, verdict.reset_ms, verdict.retry_after_ms)
+        if verdict.admitted:
+            return answers.admitted(verdict), known.tier
+        return answers.rate_limited(verdict, window_s), known.tier
+
+    # -- the key cache -------------------------------------------------------------------
+
+    def _fresh(self, key_digest: str) -> CachedKey | None:
+        cached = self.cache.get(key_digest)
+        if cached and time.monotonic() - cached.fetched <= self.limits.key_cache_ttl_s:
+            return cached
+        return None
+
+    def _skips_redis(self, cached: CachedKey) -> bool:
+        tier = self._tier(cached.tier)
+        return (tier is not None and tier.unlimited and not tier.max_concurrent
+                and not cached.overrides)
+
+    def _tier(self, name: str) -> Tier | None:
+        return self.limits.tiers.get(name)
+
+    async def follow_changes(self) -> None:
+        """Drop a key's cached record the moment `keys revoke`/`set-tier` publishes it."""
+        while True:
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANGED)
+                    self._expire_cache()  # anything published before we (re)subscribed is lost
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self.cache.pop(_text(message["data"]), None)
+            except (RedisError, OSError):
+                self._expire_cache()
+                await asyncio.sleep(self.limits.redis_retry_s)
+
+    def _expire_cache(self) -> None:
+        """No cached record may skip Redis any more, but each stays known: while Redis is
+        down, it is what tells a paying client's key (and its fail mode) from a stranger's."""
+        for cached in self.cache.values():
+            cached.fetched = float("-inf")
+
+    async def release(self, lease: str) -> None:
+        """A request with an in-flight lease finished: give its slot back."""
+        key_digest, _, member = lease.partition(":")
+        if not member:
+            return
+        # On failure the lease still expires on its own after the longest request time.
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.zrem(LEASES + key_digest, member)
+
+
+def extract_key(headers: Any) -> tuple[str | None, str]:
+    """The API key from `Authorization: Bearer <key>` or `x-api-key`, or why there is none."""
+    authorization = headers.get("Authorization")
+    if authorization is not None:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return None, "Malformed Authorization header; use: Authorization: Bearer YOUR_KEY"
+        candidate = value.strip()
+    else:
+        candidate = (headers.get("x-api-key") or "").strip()
+        if not candidate:
+            return None, ("You did not provide an API key. Send it as Authorization: Bearer "
+                          "YOUR_KEY")
+    if not looks_like_key(candidate):
+        return None, "Incorrect API key provided."
+    return candidate, ""
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    async def auth(request: web.Request) -> web.Response:
+        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        answer = await gateway.decide(request.headers, request_id)
+        return web.Response(status=answer.status, headers=answer.headers)
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = generate_latest(gateway.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "redis": "up" if gateway.redis_up else "down"})
+
+    async def start_background(app: web.Application) -> None:
+        app["changes"] = asyncio.create_task(gateway.follow_changes())
+
+    async def stop_background(app: web.Application) -> None:
+        app["changes"].cancel()
+        await asyncio.gather(app["changes"], return_exceptions=True)
+        await gateway.redis.aclose()
+
+    app = web.Application(handler_args={"max_field_size": MAX_HEADER_BYTES,
+                                        "max_line_size": MAX_HEADER_BYTES})
+    app.router.add_get("/auth", auth)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", health)
+    app.on_startup.append(start_background)
+    app.on_cleanup.append(stop_background)
+    return app
+
+
+def _cached(fields: dict) -> CachedKey:
+    fields = {_text(k): _text(v) for k, v in fields.items()}
+    overrides = {name: int(fields[name]) for name in ("requests", "window_ms", "max_concurrent")
+                 if name in fields}
+    return CachedKey(fields["client"], fields["tier"], fields.get("revoked") == "1", overrides,
+                     time.monotonic())
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
