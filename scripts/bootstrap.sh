@@ -8,7 +8,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 # procps (ps) and iproute2 (ss) are what the testinfra host checks read processes and sockets with.
-DEBIAN_PACKAGES=(nginx redis-server prometheus prometheus-alertmanager cloud-init procps iproute2)
+DEBIAN_PACKAGES=(nginx redis-server prometheus prometheus-alertmanager prometheus-node-exporter cloud-init procps iproute2)
 
 say() { printf '[llmfleet] %s\n' "$*" >&2; }
 

@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     load_cli.add_arguments(load_cmd)
     load_cmd.set_defaults(handler=load_cli.run)
 
+    from llmfleet.observability import top as top_cli
+
+    top_cmd = commands.add_parser(
+        "top", help="live view of throughput, latency, queue, errors and backends")
+    top_cli.add_arguments(top_cmd)
+    top_cmd.set_defaults(handler=top_cli.run)
+
     from llmfleet.gateway import cli as keys_cli
 
     keys_cmd = commands.add_parser("keys", help="API keys: create, list, revoke, set-tier")

@@ -17,6 +17,7 @@ from llmfleet.edge.nginx import (
 )
 from llmfleet.sandbox.auth import gateway_hook, start_gateway, start_redis
 from llmfleet.sandbox.backends import backend_command, backend_name
+from llmfleet.sandbox.monitoring import start_alertmanager, start_prometheus
 from llmfleet.sandbox.ports import LOOPBACK
 from llmfleet.sandbox.run import SandboxError, SandboxRun
 
@@ -61,5 +62,5 @@ def start_edge(run: SandboxRun) -> None:
 
 # Order matters: each starter may use what the ones before it published in run.facts.
 STARTERS: list[Callable[[SandboxRun], None]] = [
-    start_backends, start_redis, start_gateway, start_edge,
+    start_backends, start_redis, start_gateway, start_edge, start_alertmanager, start_prometheus,
 ]

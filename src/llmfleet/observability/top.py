@@ -1,0 +1,154 @@
+"""`llmfleet top`: the dashboards' key numbers in a terminal, for people without Grafana.
+
+It reads the recording rules from the sandbox's Prometheus (or any Prometheus given with
+`--prometheus`) and redraws every `--interval` seconds; `--once` prints one frame and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from urllib.error import URLError
+from urllib.parse import urlencode
+from urllib.request import urlopen
+
+from llmfleet.sandbox import default_state_dir, status
+
+EXIT_OK, EXIT_FAILED = 0, 1
+CLEAR = "\x1b[H\x1b[2J"
+
+Series = list[tuple[dict[str, str], float]]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prometheus", metavar="URL",
+                        help="Prometheus to read (default: the running sandbox's)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="the sandbox's state folder (default: as `llmfleet status`)")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
+    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    url = args.prometheus or _sandbox_prometheus(args.state_dir)
+    if url is None:
+        print("llmfleet top: no Prometheus; start the sandbox (llmfleet up) or pass "
+              "--prometheus URL", file=sys.stderr)
+        return EXIT_FAILED
+    client = Prometheus(url)
+    try:
+        if args.once:
+            print(render(read_frame(client), url))
+            return EXIT_OK
+        while True:
+            print(CLEAR + render(read_frame(client), url), flush=True)
+            time.sleep(args.interval)  # pacing the redraw, not waiting for anything
+    except (URLError, OSError) as error:
+        print(f"llmfleet top: cannot query {url}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    url: str
+    timeout_s: float = 5.0
+
+    def query(self, expr: str) -> Series:
+        """An instant query's result as (labels, value) pairs."""
+        with urlopen(f"{self.url}/api/v1/query?{urlencode({'query': expr})}",
+                     timeout=self.timeout_s) as response:
+            body = json.load(response)
+        return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One reading of the key panels."""
+
+    tokens_per_s: float | None
+    requests_per_s: float | None
+    latency: dict[str, float]  # quantile → seconds
+    ttft_p95: float | None
+    waiting: float | None
+    waiting_max: float | None
+    running: float | None
+    error_ratio: dict[str, float]  # "4xx"/"5xx" → fraction
+    edge_rps: float | None
+    healthy: float | None
+    backends: float | None
+    firing: list[str]
+
+
+def read_frame(client: Prometheus) -> Frame:
+    def one(expr: str) -> float | None:
+        result = client.query(expr)
+        return result[0][1] if result else None
+
+    def by(expr: str, label: str) -> dict[str, float]:
+        return {labels.get(label, ""): value for labels, value in client.query(expr)}
+
+    alerts = client.query('ALERTS{alertstate="firing"}')
+    return Frame(
+        tokens_per_s=one("fleet:generation_tokens:rate"),
+        requests_per_s=one("sum(fleet:requests_finished:rate)"),
+        latency=by("fleet:e2e_latency_seconds:quantile", "quantile"),
+        ttft_p95=one('fleet:ttft_seconds:quantile{quantile="0.95"}'),
+        waiting=one("fleet:requests_waiting:sum"),
+        waiting_max=one("fleet:requests_waiting:max"),
+        running=one("fleet:requests_running:sum"),
+        error_ratio=by("fleet:edge_errors:ratio", "class"),
+        edge_rps=one("sum(fleet:edge_responses:rate)"),
+        healthy=one("fleet:healthy_backends:count"),
+        backends=one('count(up{job="vllm"})'),
+        firing=sorted(f"{labels.get('alertname')} ({labels.get('severity', '-')})"
+                      for labels, _ in alerts),
+    )
+
+
+def render(frame: Frame, url: str) -> str:
+    """The frame as a few aligned lines."""
+    p = frame.latency
+    lines = [
+        f"llmfleet top   {url}   {datetime.now():%H:%M:%S}",
+        "",
+        f"Throughput  {_num(frame.tokens_per_s)} tokens/s generated   "
+        f"{_num(frame.requests_per_s)} requests/s finished",
+        f"Latency     P50 {_secs(p.get('0.5'))}   P95 {_secs(p.get('0.95'))}   "
+        f"P99 {_secs(p.get('0.99'))}   TTFT P95 {_secs(frame.ttft_p95)}",
+        f"Queue       {_num(frame.waiting, 0)} waiting (max per node "
+        f"{_num(frame.waiting_max, 0)})   {_num(frame.running, 0)} running",
+        f"Errors      4xx {_pct(frame.error_ratio.get('4xx'))}   "
+        f"5xx {_pct(frame.error_ratio.get('5xx'))}   of {_num(frame.edge_rps)} responses/s",
+        f"Backends    {_num(frame.healthy, 0)} of {_num(frame.backends, 0)} healthy",
+        f"Alerts      {', '.join(frame.firing) if frame.firing else 'none firing'}",
+    ]
+    return "\n".join(lines)
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or math.isnan(value)
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if _missing(value) else f"{value:.{digits}f}"
+
+
+def _secs(value: float | None) -> str:
+    return "-" if _missing(value) else f"{value:.2f} s"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if _missing(value) else f"{value * 100:.1f} %"
+
+
+def _sandbox_prometheus(state_dir: Path | None) -> str | None:
+    component = status(state_dir or default_state_dir()).get("prometheus")
+    return component["url"] if component and component["running"] else None
