@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     keys_cmd = commands.add_parser("keys", help="API keys: create, list, revoke, set-tier")
     keys_cli.add_arguments(keys_cmd)
 
+    cost_cmd = commands.add_parser(
+        "cost", help="a stack's hourly cost at min, typical and max size, from its prices")
+    cost_cmd.add_argument("stack_file", type=Path, help="stacks/Pulumi.<client>-<env>.yaml")
+    cost_cmd.add_argument("--json", action="store_true")
+    cost_cmd.set_defaults(handler=_cost)
+
     check_cmd = commands.add_parser("check-config", help="validate a sandbox config file")
     check_cmd.add_argument("file", type=Path)
     check_cmd.set_defaults(handler=_check_config)
@@ -150,6 +156,29 @@ def _down(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     config = validate(read_yaml(args.file), str(args.file))
     print(f"{args.file}: valid ({config.stack_name})")
+    return EXIT_OK
+
+
+def _cost(args: argparse.Namespace) -> int:
+    from llmfleet.config import load_stack_file
+    from llmfleet.cost import estimate_hourly_cost
+
+    config = load_stack_file(args.stack_file)
+    try:
+        estimate = estimate_hourly_cost(config)
+    except ValueError as error:
+        print(f"llmfleet cost: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(estimate.as_dict(), indent=2))
+        return EXIT_OK
+    print(f"{config.stack_name}: USD per hour (per month), without data transfer")
+    for scale in (estimate.minimum, estimate.typical, estimate.maximum):
+        print(f"  {scale.scale:<8} {scale.gpu_units:>3} GPU units  {scale.usd_per_hour:8.3f} "
+              f"({scale.usd_per_month:,.0f})")
+        for line in scale.lines:
+            if line.count:
+                print(f"      {line.count:>7g} x {line.item:<56} {line.usd_per_hour:8.4f}")
     return EXIT_OK
 
 

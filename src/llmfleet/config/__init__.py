@@ -16,6 +16,7 @@ from llmfleet.config.model import (
 from llmfleet.config.sources import (
     from_pulumi_config_env,
     load_pulumi_stack,
+    load_stack_file,
     load_yaml,
     read_yaml,
     validate,
@@ -45,6 +46,7 @@ __all__ = [
     "Tier",
     "from_pulumi_config_env",
     "load_pulumi_stack",
+    "load_stack_file",
     "load_yaml",
     "read_yaml",
     "validate",

@@ -69,6 +69,19 @@ def from_pulumi_config_env(config_env: Mapping[str, str], stack: str) -> FleetCo
     return validate(data, f"stack {stack!r}", key_prefix=prefix)
 
 
+def load_stack_file(path: str | Path) -> FleetConfig:
+    """A `stacks/Pulumi.<stack>.yaml` file read as `pulumi up` would hand it to the program
+    (secure values stay encrypted there and are not needed for the sections read here)."""
+    path = Path(path)
+    data = read_yaml(path)
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        raise _file_error(str(path), "its `config:` must be a mapping of namespace:key values")
+    env = {key: value if isinstance(value, str) else json.dumps(value)
+           for key, value in config.items()}
+    return from_pulumi_config_env(env, path.name.removeprefix("Pulumi.").removesuffix(".yaml"))
+
+
 def load_pulumi_stack() -> FleetConfig:
     """Load the running Pulumi program's stack config (call inside a Pulumi program)."""
     import pulumi
