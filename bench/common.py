@@ -21,11 +21,16 @@ from llmfleet.sandbox.ports import free_port
 
 @contextlib.contextmanager
 def sandbox(**sections: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """A sandbox on free loopback ports, stopped when the block ends (also on errors)."""
+    """A sandbox on free loopback ports, stopped when the block ends (also on errors).
+
+    Without API keys or monitoring unless asked (`sandbox={"auth": True}`): most benchmarks
+    measure nginx and the backends alone; bench/gateway.py measures what keys and limits add."""
     data = {k: dict(v) for k, v in sections.items()}
     box = data.setdefault("sandbox", {})
-    box.setdefault("edge_port", free_port())
-    box.setdefault("base_port", free_port())
+    box.setdefault("auth", False)
+    box.setdefault("monitoring", False)  # a scraping Prometheus would share the two cores
+    for key in ("edge_port", "base_port", "redis_port", "gateway_port"):
+        box.setdefault(key, free_port())
     with tempfile.TemporaryDirectory(prefix="llmfleet-bench-") as state:
         try:
             yield up(validate(data, "bench"), Path(state), edge_port_explicit=True)

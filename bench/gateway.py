@@ -111,7 +111,7 @@ def main() -> None:
         "requests": "unlimited"}}
     backends = {"backends": 1, "time_scale": 0.01}
     with sandbox(sandbox={**backends, "auth": False}) as bare, \
-            sandbox(sandbox=backends, rate_limits={"tiers": tiers}) as guarded:
+            sandbox(sandbox={**backends, "auth": True}, rate_limits={"tiers": tiers}) as guarded:
         store = key_store(Path(guarded["state_dir"]), guarded)
         key, _ = store.create("bench", "bench")
         for rate in (100, 500):

@@ -150,6 +150,7 @@ class Sandbox(Strict):
     time_scale: float = Field(1.0, gt=0, le=1000, description="simulated timings are × this")
     health_timeout_s: float = Field(30.0, gt=0, le=3600)
     auth: bool = Field(True, description="run Redis and the gateway; require API keys")
+    monitoring: bool = Field(True, description="run Prometheus and Alertmanager")
     redis_port: int = Field(6380, ge=1024, le=65535)
     gateway_port: int = Field(8090, ge=1024, le=65535)
 

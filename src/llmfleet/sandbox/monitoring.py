@@ -25,6 +25,8 @@ PROMETHEUS_PORT, ALERTMANAGER_PORT, ALERT_SINK_PORT, EDGE_EXPORTER_PORT = 9090, 
 
 def start_alertmanager(run: SandboxRun) -> None:
     """Alertmanager, and the alert sink it posts to when there is no Slack webhook."""
+    if not run.config.sandbox.monitoring:
+        return
     folder = _monitoring_dir(run, "alertmanager-data")
     webhook_file = run.config.alerts.slack_webhook_file
     sink_url = None
@@ -61,6 +63,8 @@ def start_alertmanager(run: SandboxRun) -> None:
 
 def start_prometheus(run: SandboxRun) -> None:
     """The edge's access-log exporter and Prometheus, with the fleet's rules."""
+    if not run.config.sandbox.monitoring:
+        return
     folder = _monitoring_dir(run, "prometheus-data")
     exporter_port = run.port(EDGE_EXPORTER_PORT)
     exporter = f"http://{LOOPBACK}:{exporter_port}"
