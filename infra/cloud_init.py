@@ -11,7 +11,16 @@ import shlex
 import jinja2
 
 from llmfleet.config import FleetConfig
-from llmfleet.config.aws import DCGM_EXPORTER_PORT, NODE_EXPORTER_PORT
+from llmfleet.config.aws import (
+    DCGM_EXPORTER_PORT,
+    EDGE_GATEWAY_PORT,
+    EDGE_LEASE_PORT,
+    EDGE_METRICS_PORTS,
+    EDGE_REDIS_PORT,
+    EDGE_STATUS_PORT,
+    NODE_EXPORTER_PORT,
+)
+from llmfleet.gateway.leases import lease_ttl_s
 from llmfleet.paths import images_dir
 
 # EC2 refuses user data above 16 KB (before base64).
@@ -44,14 +53,21 @@ def render_edge(
     spot_group: str,
     on_demand_group: str,
 ) -> str:
-    """User data that takes the Elastic IP, installs llmfleet and runs nginx, Redis and the
-    sync agent over the two GPU groups on the edge."""
+    """User data that takes the Elastic IP, installs llmfleet and runs on the edge: nginx,
+    Redis (persistent, with a password made at first boot), the gateway, the sync agent over
+    the two GPU groups, and the exporters the monitor scrapes."""
     return _render(
         "edge",
         stack=stack,
         region=region,
         fleet_json=config.model_dump_json(),
         sync_interval_s=config.edge.sync_interval_s,
+        gateway_port=EDGE_GATEWAY_PORT,
+        lease_port=EDGE_LEASE_PORT,
+        lease_ttl_s=lease_ttl_s(config.load_balancing.read_timeout_s),
+        status_port=EDGE_STATUS_PORT,
+        redis_port=EDGE_REDIS_PORT,
+        metrics_ports=EDGE_METRICS_PORTS,
         eip_allocation_id=eip_allocation_id,
         bundle_bucket=bundle_bucket,
         bundle_key=bundle_key,

@@ -43,11 +43,12 @@ class Edge(pulumi.ComponentResource):
 
     At first boot the instance associates the Elastic IP with itself (so a replacement edge
     takes the address over without anything else running), installs llmfleet from the bundle,
-    and runs nginx, Redis and the upstream sync agent (`llmfleet.edge.sync`) over the two GPU
-    groups. Its role may: describe Auto Scaling groups and EC2 instances (those two actions
-    take no resource or tag scoping in IAM, so they are allowed on "*"); associate this stack's
-    Elastic IP, onto instances tagged with this stack only; read the bundle object; use SSM
-    Session Manager.
+    makes its Redis password, and runs nginx, Redis, the gateway (API keys and limits), the
+    upstream sync agent (`llmfleet.edge.sync`) over the two GPU groups, and the exporters the
+    monitor scrapes (docs/deploy.md §7). Its role may: describe Auto Scaling groups and EC2
+    instances (those two actions take no resource or tag scoping in IAM, so they are allowed on
+    "*"); associate this stack's Elastic IP, onto instances tagged with this stack only; read the
+    bundle object; use SSM Session Manager.
 
     Outputs: `endpoint` (the OpenAI base URL, http://<ip>/v1), `public_ip`, `group_name`.
     """

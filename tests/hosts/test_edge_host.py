@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 # Runs on the host under test with its own python3, so it needs nothing but the standard library.
 PROBE = ("import sys, urllib.request; "
          "sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=3).status == 200 else 1)")
@@ -39,3 +41,20 @@ def test_every_backend_is_healthy(host, facts: dict[str, Any]):
     for backend in facts["backends"]:
         result = host.run(f"python3 -c '{PROBE}' {backend['url']}/health")
         assert result.rc == 0, f"{backend['name']} at {backend['url']} is not healthy"
+
+
+def test_redis_listens_on_loopback_only_and_wants_a_password(host, facts: dict[str, Any]):
+    if "redis" not in facts:
+        pytest.skip("this edge runs without API keys, so without Redis")
+    port = urlsplit(facts["redis"]["url"]).port
+    assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+    probe = (f"import socket; s = socket.create_connection(('127.0.0.1', {port}), 3); "
+             "s.sendall(b'GET x\\r\\n'); print(s.recv(64).decode())")
+    assert "NOAUTH" in host.check_output(f'python3 -c "{probe}"')
+
+
+def test_gateway_answers_its_health_check(host, facts: dict[str, Any]):
+    if "gateway" not in facts:
+        pytest.skip("this edge runs without API keys, so without the gateway")
+    assert host.run(f"python3 -c '{PROBE}' {facts['gateway']['url']}/health").rc == 0

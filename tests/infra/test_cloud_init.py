@@ -1,9 +1,10 @@
 """The user data the program puts in each launch template passes the real `cloud-init schema`,
-and the scripts inside it parse."""
+and the scripts and systemd units inside it parse."""
 
 from __future__ import annotations
 
 import py_compile
+import re
 import shlex
 import shutil
 import subprocess
@@ -54,6 +55,19 @@ def test_user_data_of_every_launch_template_is_valid_cloud_config(program, mocks
         if "gpu" in template.name:
             assert f"--model {model.name}" in text
             assert f"--served-model-name {model.public_name}" in text
+        else:
+            _assert_the_edge_runs_keys_limits_and_metrics(text)
+
+
+def _assert_the_edge_runs_keys_limits_and_metrics(text: str) -> None:
+    files = _files(text)
+    for service in ("llmfleet-gateway", "llmfleet-edge-exporter", "llmfleet-sync"):
+        assert f"/etc/systemd/system/{service}.service" in files
+    assert "appendonly yes" in files["/etc/redis/llmfleet.conf"].splitlines()
+    assert ("printf 'requirepass %s\\n' \"$password\" > /etc/redis/llmfleet-auth.conf"
+            in files["/usr/local/sbin/llmfleet-redis-auth"])
+    # The only requirepass is the script's format string: no password is in the user data.
+    assert re.findall(r"requirepass \S+", text) == ["requirepass %s\\n'"]
 
 
 @pytest.mark.parametrize("stack", ALL_STACKS)
@@ -62,16 +76,63 @@ def test_boot_scripts_parse(program, mocks, stack, tmp_path):
 
     by_name = {t.name: user_data(t.inputs) for t in mocks.of_type(LAUNCH_TEMPLATE)}
     gpu = _files(by_name[f"{prefix(stack)}-gpu-template"])
-    for script in ("/usr/local/sbin/llmfleet-hf-token", "/usr/local/sbin/llmfleet-vllm"):
+    edge = _files(by_name[f"{prefix(stack)}-edge-template"])
+    for files, script in ((gpu, "/usr/local/sbin/llmfleet-hf-token"),
+                          (gpu, "/usr/local/sbin/llmfleet-vllm"),
+                          (edge, "/usr/local/sbin/llmfleet-redis-auth")):
         path = tmp_path / Path(script).name
-        path.write_text(gpu[script])
+        path.write_text(files[script])
         parsed = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True,
                                 check=False)
         assert parsed.returncode == 0, parsed.stderr
     boot = tmp_path / "edge_boot.py"
-    boot.write_text(_files(by_name[f"{prefix(stack)}-edge-template"])[
-        "/usr/local/lib/llmfleet/edge_boot.py"])
+    boot.write_text(edge["/usr/local/lib/llmfleet/edge_boot.py"])
     py_compile.compile(str(boot), doraise=True)
+
+
+# What the edge's units and drop-ins run, and the packaged units the drop-ins change; stand-ins
+# for both, so systemd-analyze can load them away from an edge.
+EDGE_EXECUTABLES = ("/opt/llmfleet/venv/bin/python", "/usr/bin/curl", "/usr/sbin/nginx",
+                    "/usr/bin/redis-server", "/usr/bin/prometheus-nginx-exporter",
+                    "/usr/bin/prometheus-redis-exporter")
+PACKAGED_UNITS = {"nginx.service": "/usr/sbin/nginx",
+                  "redis-server.service": "/usr/bin/redis-server",
+                  "prometheus-nginx-exporter.service": "/usr/bin/prometheus-nginx-exporter",
+                  "prometheus-redis-exporter.service": "/usr/bin/prometheus-redis-exporter"}
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_edge_units_and_drop_ins_pass_systemd_analyze_verify(program, mocks, tmp_path):
+    program.run(stack_config_env("startup-prod"), stack="startup-prod")
+    edge = _files(user_data(mocks.one(LAUNCH_TEMPLATE, "startup-prod-edge-template")))
+
+    # --root: this host's own units (the targets every service is ordered against), the
+    # packaged units as stand-ins, the edge's units and drop-ins where cloud-init puts them.
+    root = tmp_path / "root"
+    shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True)
+    for name, executable in PACKAGED_UNITS.items():
+        (root / "lib/systemd/system" / name).write_text(f"[Service]\nExecStart={executable}\n")
+    for executable in EDGE_EXECUTABLES:
+        path = root / executable.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    units = set()
+    for path, content in edge.items():
+        if path.startswith("/etc/systemd/system/"):
+            target = root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            units.add(Path(path).name if path.endswith(".service")
+                      else Path(path).parent.name.removesuffix(".d"))
+    assert units == {"llmfleet-gateway.service", "llmfleet-edge-exporter.service",
+                     "llmfleet-sync.service", *(set(PACKAGED_UNITS) - {"redis-server.service"})}
+
+    verified = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *sorted(units)],
+                              capture_output=True, text=True, timeout=60, check=False)
+    # Unknown keys and bad values are only warnings to systemd; here they fail too.
+    assert verified.returncode == 0 and not (verified.stdout + verified.stderr).strip(), (
+        verified.stdout + verified.stderr)
 
 
 def _vllm_command(script: str) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 from moto import mock_aws
 
 from llmfleet.config import FleetConfig, validate
-from llmfleet.edge.nginx import NginxPaths
+from llmfleet.edge.nginx import GatewayHook, MetricsProxy, NginxPaths
 from llmfleet.edge.sync import (
     DRAINING_TAG,
     Member,
@@ -113,12 +113,41 @@ class Reloads:
         return subprocess.CompletedProcess(["reload"], self.returncode, "", "")
 
 
-def _syncer(tmp_path: Path, members: list[Member], reloads: Reloads) -> Syncer:
+def _syncer(tmp_path: Path, members: list[Member], reloads: Reloads, **edge: object) -> Syncer:
     config = validate({"load_balancing": {"weights": {"g5.xlarge": 2}},
                        "fleet": {"instance_types": [{"type": "g5.xlarge"}]}}, "test")
     return Syncer(config=config, conf_path=tmp_path / "nginx.conf", reload=reloads,
                   list_members=lambda: list(members), listen="127.0.0.1:18080",
-                  paths=NginxPaths.under(tmp_path / "run"))
+                  paths=NginxPaths.under(tmp_path / "run"), **edge)
+
+
+# What the AWS edge passes, on loopback here: `nginx -t` binds every listen address, and
+# 127.0.0.2 (loopback too) stands in for the edge's private address.
+GATEWAY = GatewayHook("127.0.0.1:18090", lease_port=18091)
+STATUS = "127.0.0.1:18081"
+METRICS = MetricsProxy("127.0.0.2", (19180, 18090))
+
+
+def test_with_the_gateway_every_rendering_asks_it_and_nginx_accepts_it(tmp_path):
+    members = [_member("i-1", "InService", ip="10.0.0.1")]
+    reloads = Reloads()
+    syncer = _syncer(tmp_path, members, reloads, gateway=GATEWAY, status_listen=STATUS,
+                     metrics=METRICS)
+
+    assert syncer.sync_once().outcome is Outcome.RELOADED
+    text = syncer.conf_path.read_text()
+    assert "auth_request /_llmfleet_auth;" in text
+    assert "server 127.0.0.1:18090;" in text
+    assert ("access_log syslog:server=127.0.0.1:18091,nohostname,tag=llmfleet_lease "
+            "llmfleet_lease if=$llmfleet_lease;") in text
+    assert "listen 127.0.0.1:18081;" in text and "stub_status;" in text
+    assert "listen 127.0.0.2:18090;" in text and "listen 127.0.0.2:19180;" in text
+
+    # Still only on change, and a refused config still keeps the last good one.
+    assert syncer.sync_once().outcome is Outcome.UNCHANGED and reloads.count == 1
+    members.append(_member("i-2", "InService", ip="10.0.0.2 bogus"))
+    assert syncer.sync_once().outcome is Outcome.REJECTED
+    assert syncer.conf_path.read_text() == text and reloads.count == 1
 
 
 def test_sync_checks_with_nginx_and_reloads_only_when_the_text_changes(tmp_path):
@@ -179,6 +208,43 @@ def test_cli_once_syncs_the_groups_into_the_nginx_config(aws, tmp_path):
     marker.unlink()
     assert main(argv) == 0
     assert not marker.exists(), "an unchanged fleet must not reload nginx"
+
+
+def test_cli_turns_on_the_gateway_stub_status_and_the_monitors_metrics(aws, tmp_path):
+    config_file = tmp_path / "fleet.json"
+    config_file.write_text(FleetConfig().model_dump_json())
+    conf = tmp_path / "nginx.conf"
+    marker = tmp_path / "reloaded"
+    argv = ["--once", "--config", str(config_file), "--groups", "spot", "ondemand",
+            "--region", REGION, "--conf", str(conf), "--listen", "127.0.0.1:18080",
+            "--runtime-dir", str(tmp_path / "run"), "--reload-command", f"touch {marker}",
+            "--gateway", "127.0.0.1:18090", "--lease-port", "18091",
+            "--status-listen", STATUS, "--metrics-address", "127.0.0.2",
+            "--metrics-ports", "19180", "18090"]
+
+    assert main(argv) == 0 and marker.exists()
+    text = conf.read_text()
+    assert text.count("server 10.0.1.") == 3
+    assert "auth_request /_llmfleet_auth;" in text
+    assert "syslog:server=127.0.0.1:18091" in text
+    assert "listen 127.0.0.1:18081;" in text
+    assert "listen 127.0.0.2:19180;" in text and "listen 127.0.0.2:18090;" in text
+
+    marker.unlink()
+    assert main(argv) == 0
+    assert not marker.exists(), "an unchanged fleet must not reload nginx"
+
+
+@pytest.mark.parametrize("flags", [["--lease-port", "18091"],
+                                   ["--metrics-address", "127.0.0.2"],
+                                   ["--metrics-ports", "9180"]])
+def test_cli_refuses_flags_that_make_no_sense_alone(tmp_path, capsys, flags):
+    config_file = tmp_path / "fleet.json"
+    config_file.write_text(FleetConfig().model_dump_json())
+    with pytest.raises(SystemExit) as exit_:
+        main(["--once", "--config", str(config_file), "--groups", "spot", *flags])
+    assert exit_.value.code == 2
+    assert flags[0] in capsys.readouterr().err
 
 
 def test_cli_refuses_a_bad_config_file(tmp_path, capsys):

@@ -9,6 +9,7 @@ import pytest
 from llmfleet.config import validate
 from llmfleet.edge.nginx import (
     ERROR_PAGES,
+    MetricsProxy,
     NginxPaths,
     Upstream,
     check_nginx_conf,
@@ -136,3 +137,22 @@ def test_stub_status_server_only_when_asked_and_only_on_loopback(tmp_path):
     assert check_nginx_conf(conf).ok
     server = re.search(r"listen 127.0.0.1:8081;(.*?)\n    \}", text, re.S).group(1)
     assert "stub_status;" in server and "allow 127.0.0.1;" in server and "deny all;" in server
+
+
+def test_metrics_servers_only_when_asked_forwarding_metrics_alone_unlogged(tmp_path):
+    assert "location = /metrics" not in render_checked(tmp_path, {}, THREE)
+    paths = NginxPaths.under(tmp_path)
+    paths.make_dirs()
+    # 127.0.0.2 is loopback too: it stands in for the edge's private address.
+    text = render_nginx_conf(validate({}, "t"), THREE, paths=paths,
+                             metrics=MetricsProxy("127.0.0.2", (19180, 18090)))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    assert check_nginx_conf(conf).ok
+    for port in (19180, 18090):
+        server = re.search(rf"listen 127.0.0.2:{port};(.*?)\n    \}}", text, re.S).group(1)
+        # Scrapes must not count as client responses in the access log the edge exporter reads.
+        assert "access_log off;" in server
+        assert re.findall(r"location (.*?) \{", server) == ["= /metrics", "/"]
+        assert f"proxy_pass http://127.0.0.1:{port};" in server
+        assert server.count("proxy_pass") == 1

@@ -54,6 +54,16 @@ class GatewayHook:
 
 
 @dataclass(frozen=True)
+class MetricsProxy:
+    """`/metrics` of loopback-only services, for the monitor: for each port, nginx listens on
+    `address` (the edge's private address) and forwards `/metrics` alone to 127.0.0.1 on the
+    same port. Nothing else gets through, so the gateway's `/auth` stays loopback-only."""
+
+    address: str
+    ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class NginxPaths:
     """Where nginx keeps its runtime files; Debian's defaults on a real edge host."""
 
@@ -88,11 +98,13 @@ def render_nginx_conf(
     worker_connections: int = 8192,
     status_listen: str | None = None,
     gateway: GatewayHook | None = None,
+    metrics: MetricsProxy | None = None,
 ) -> str:
     """Return nginx.conf text for this fleet and these upstreams.
 
     `status_listen` (e.g. "127.0.0.1:8081") adds a loopback-only stub_status server for the
     nginx Prometheus exporter. `gateway` turns on API keys and rate limits (auth_request).
+    `metrics` lets the monitor scrape loopback-only exporters (see `MetricsProxy`).
     """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(images_dir() / "edge"),
@@ -113,6 +125,7 @@ def render_nginx_conf(
         error_pages=ERROR_PAGES,
         status_listen=status_listen,
         gateway=gateway,
+        metrics=metrics,
     )
 
 

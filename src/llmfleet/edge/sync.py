@@ -3,6 +3,7 @@
 Each pass lists the instances of the two GPU Auto Scaling groups, renders the nginx config with
 them as upstreams, and, only when the text changed, checks it with the real `nginx -t` before it
 replaces the live file and reloads nginx. A config nginx refuses never replaces the last good one.
+With `--gateway` every rendering asks the gateway about API keys and limits (auth_request).
 
     python -m llmfleet.edge.sync --once --config fleet.json --groups SPOT ON_DEMAND ...
 """
@@ -24,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from llmfleet.config import ConfigError, FleetConfig, validate
-from llmfleet.edge.nginx import NginxPaths, Upstream, check_nginx_conf, render_nginx_conf
+from llmfleet.edge.nginx import (
+    GatewayHook,
+    MetricsProxy,
+    NginxPaths,
+    Upstream,
+    check_nginx_conf,
+    render_nginx_conf,
+)
 
 log = logging.getLogger("llmfleet.edge.sync")
 
@@ -114,7 +122,8 @@ class SyncResult:
 
 @dataclass
 class Syncer:
-    """One edge's sync loop: where the config lives, how nginx is reloaded, what it listens on."""
+    """One edge's sync loop: where the config lives, how nginx is reloaded, what it listens on,
+    and what else each rendering carries (the gateway, stub_status, the monitor's /metrics)."""
 
     config: FleetConfig
     conf_path: Path
@@ -122,10 +131,15 @@ class Syncer:
     list_members: Callable[[], list[Member]]
     listen: str = "80"
     paths: NginxPaths = field(default_factory=NginxPaths)
+    gateway: GatewayHook | None = None
+    status_listen: str | None = None
+    metrics: MetricsProxy | None = None
 
     def sync_once(self) -> SyncResult:
         upstreams = upstreams_for(self.list_members(), self.config.gpu_node.vllm_port)
-        text = render_nginx_conf(self.config, upstreams, listen=self.listen, paths=self.paths)
+        text = render_nginx_conf(self.config, upstreams, listen=self.listen, paths=self.paths,
+                                 gateway=self.gateway, status_listen=self.status_listen,
+                                 metrics=self.metrics)
         current = self.conf_path.read_text() if self.conf_path.exists() else None
         if text == current:
             return SyncResult(Outcome.UNCHANGED, tuple(upstreams))
@@ -161,7 +175,12 @@ def run_command(command: Sequence[str]) -> Callable[[], subprocess.CompletedProc
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.lease_port and not args.gateway:
+        parser.error("--lease-port needs --gateway")
+    if bool(args.metrics_address) != bool(args.metrics_ports):
+        parser.error("--metrics-address and --metrics-ports go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = validate(_read_json(args.config), str(args.config))
@@ -180,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         list_members=lambda: list_members(autoscaling, ec2, args.groups),
         listen=args.listen,
         paths=NginxPaths.under(args.runtime_dir) if args.runtime_dir else NginxPaths(),
+        gateway=GatewayHook(args.gateway, args.lease_port) if args.gateway else None,
+        status_listen=args.status_listen,
+        metrics=(MetricsProxy(args.metrics_address, tuple(args.metrics_ports))
+                 if args.metrics_address else None),
     )
     if args.once:
         return 0 if syncer.sync_once().outcome in (Outcome.UNCHANGED, Outcome.RELOADED) else 1
@@ -214,6 +237,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="put nginx's pid, logs and temp files here (default: Debian's)")
     parser.add_argument("--reload-command", default="systemctl reload nginx",
                         help="how to reload nginx once a new config is in place")
+    parser.add_argument("--gateway", metavar="HOST:PORT",
+                        help="turn on API keys and rate limits: the gateway nginx asks")
+    parser.add_argument("--lease-port", type=int, default=0, metavar="PORT",
+                        help="the gateway's loopback UDP port for the end of leased requests")
+    parser.add_argument("--status-listen", metavar="ADDRESS",
+                        help="a loopback stub_status server for the nginx exporter")
+    parser.add_argument("--metrics-address", metavar="IP",
+                        help="the private address where the monitor scrapes /metrics")
+    parser.add_argument("--metrics-ports", type=int, nargs="+", metavar="PORT",
+                        help="loopback /metrics ports nginx forwards from --metrics-address")
     return parser
 
 

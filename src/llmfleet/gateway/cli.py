@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from llmfleet.config import FleetConfig, load_yaml
+from llmfleet.config import FleetConfig, load_stack_file, load_yaml
 from llmfleet.gateway.keys import KeyRecord, KeyStore, UnknownKey
 from llmfleet.sandbox import SandboxError, default_state_dir
 from llmfleet.sandbox.auth import key_store
@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-password-file", type=Path,
                         help="file with the Redis password (or set $LLMFLEET_REDIS_PASSWORD)")
     parser.add_argument("--config", type=Path,
-                        help="config naming the tiers (default: the running sandbox's)")
+                        help="config naming the tiers: a sandbox YAML or a stack file "
+                             "(default: the running sandbox's)")
     parser.add_argument("--state-dir", type=Path, default=None, help="the sandbox's state dir")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
@@ -97,10 +98,15 @@ def _store(args: argparse.Namespace) -> KeyStore:
     password = os.environ.get("LLMFLEET_REDIS_PASSWORD")
     if args.redis_password_file:
         password = args.redis_password_file.read_text().strip()
-    config = load_yaml(args.config) if args.config else FleetConfig()
+    config = _tiers_config(args.config) if args.config else FleetConfig()
     client = redis.Redis.from_url(args.redis_url, password=password, decode_responses=True,
                                   socket_timeout=5, socket_connect_timeout=5)
     return KeyStore(client, set(config.rate_limits.tiers))
+
+
+def _tiers_config(path: Path) -> FleetConfig:
+    """The tiers from a sandbox config, or from a `stacks/Pulumi.<stack>.yaml` file."""
+    return load_stack_file(path) if path.name.startswith("Pulumi.") else load_yaml(path)
 
 
 def _check_overrides(args: argparse.Namespace) -> None:

@@ -12,6 +12,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 SYSLOG_TAG = "llmfleet_lease"
+# Longer than any request may take, so a lease lost with its syslog line still frees itself.
+LEASE_MARGIN_S = 60
+
+
+def lease_ttl_s(read_timeout_s: float) -> float:
+    """How long an in-flight slot is held at most: the edge's read timeout and a margin."""
+    return read_timeout_s + LEASE_MARGIN_S
 
 
 def lease_from_syslog(datagram: bytes) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import jinja2
 
 from llmfleet.config import FleetConfig
-from llmfleet.config.aws import DCGM_EXPORTER_PORT, NODE_EXPORTER_PORT
+from llmfleet.config.aws import DCGM_EXPORTER_PORT, EDGE_METRICS_PORTS, NODE_EXPORTER_PORT
 from llmfleet.observability.promql import duration
 from llmfleet.paths import images_dir
 
@@ -45,8 +45,6 @@ class Ec2Discovery:
     stack: str  # the Pulumi stack name, as in the `llmfleet:stack` tag
 
 
-# The edge's exporters (the gateway's /metrics is on its own port).
-EDGE_EXPORTER_PORT, GATEWAY_PORT, NGINX_EXPORTER_PORT, REDIS_EXPORTER_PORT = 9180, 8090, 9113, 9121
 MONITOR_PORTS = {"prometheus": 9090, "alertmanager": 9093}
 
 
@@ -89,10 +87,11 @@ def aws_prometheus_config(config: FleetConfig, *, region: str, stack: str,
         Job("vllm", port=config.gpu_node.vllm_port, roles=gpu),
         Job("dcgm", port=DCGM_EXPORTER_PORT, roles=gpu),
         Job("node", port=NODE_EXPORTER_PORT, roles=gpu),
-        Job("edge", port=EDGE_EXPORTER_PORT, roles=edge),  # llmfleet edge_exporter
-        Job("gateway", port=GATEWAY_PORT, roles=edge),
-        Job("nginx", port=NGINX_EXPORTER_PORT, roles=edge),  # stub_status
-        Job("redis", port=REDIS_EXPORTER_PORT, roles=edge),
+        # The edge's ports are nginx on its private address, forwarding /metrics only.
+        Job("edge", port=EDGE_METRICS_PORTS["edge-exporter"], roles=edge),
+        Job("gateway", port=EDGE_METRICS_PORTS["gateway"], roles=edge),
+        Job("nginx", port=EDGE_METRICS_PORTS["nginx-exporter"], roles=edge),  # stub_status
+        Job("redis", port=EDGE_METRICS_PORTS["redis-exporter"], roles=edge),
     ]
     local = [
         Job(name, static=(Target(f"localhost:{port}", {"role": "monitor"}),))

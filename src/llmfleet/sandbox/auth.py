@@ -16,11 +16,9 @@ import redis
 from llmfleet.config import load_yaml
 from llmfleet.edge.nginx import GatewayHook
 from llmfleet.gateway.keys import KeyStore
+from llmfleet.gateway.leases import lease_ttl_s
 from llmfleet.sandbox.ports import LOOPBACK, free_udp_port
 from llmfleet.sandbox.run import SandboxError, SandboxRun
-
-# Longer than any request may take, so a lease lost with its syslog line still frees itself.
-LEASE_MARGIN_S = 60
 
 
 def start_redis(run: SandboxRun) -> None:
@@ -58,7 +56,7 @@ def start_gateway(run: SandboxRun) -> None:
     config_file.write_text(run.config.model_dump_json(indent=2))
     url = f"http://{LOOPBACK}:{port}"
     redis = run.facts["redis"]
-    lease_ttl = run.config.load_balancing.read_timeout_s + LEASE_MARGIN_S
+    lease_ttl = lease_ttl_s(run.config.load_balancing.read_timeout_s)
     run.say(f"starting gateway on {url}")
     run.launch("gateway", "gateway", [
         sys.executable, "-m", "llmfleet.gateway", "--host", LOOPBACK, "--port", str(port),
