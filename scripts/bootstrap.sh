@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Installs what the sandbox and the tests need, and nothing when it is already there:
-# the Debian packages (nginx, redis-server, prometheus, prometheus-alertmanager, cloud-init,
-# procps, iproute2)
-# and the Python environment in .venv. Sourced by scripts/quickstart and scripts/test.
+# Installs what the sandbox and the tests need, and nothing when it is already there: the
+# Debian packages below and the Python environment in .venv. Sourced by scripts/quickstart and
+# scripts/test.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
-# procps (ps) and iproute2 (ss) are what the testinfra host checks read processes and sockets with.
-DEBIAN_PACKAGES=(nginx redis-server prometheus prometheus-alertmanager prometheus-node-exporter cloud-init procps iproute2)
+# The servers the sandbox runs; cloud-init for its schema check of rendered user data; procps
+# (ps) and iproute2 (ss), which the testinfra host checks read processes and sockets with; and
+# systemd for `systemd-analyze verify` of the edge's units (nothing is started by it here).
+DEBIAN_PACKAGES=(
+    nginx redis-server prometheus prometheus-alertmanager prometheus-node-exporter
+    cloud-init procps iproute2 systemd
+)
 
 say() { printf '[llmfleet] %s\n' "$*" >&2; }
 
