@@ -91,3 +91,20 @@ def encrypted_root(size_gib: int) -> list[dict[str, Any]]:
             "delete_on_termination": "true",
         },
     }]
+
+
+def primary_interface(security_group_id: pulumi.Input[str], public_address: bool
+                      ) -> list[dict[str, Any]]:
+    """The instance's one network interface, in its security group."""
+    return [{
+        "device_index": 0,
+        "associate_public_ip_address": str(public_address).lower(),
+        "security_groups": [security_group_id],
+        "delete_on_termination": "true",
+    }]
+
+
+def launch_tags(tags: dict[str, str]) -> list[dict[str, Any]]:
+    """Tags for what a launch creates besides the instance, so cost reports see disks and
+    interfaces too."""
+    return [{"resource_type": kind, "tags": tags} for kind in ("volume", "network-interface")]

@@ -17,7 +17,9 @@ from common import (
     group_tags,
     imdsv2,
     instance_role,
+    launch_tags,
     policy_document,
+    primary_interface,
 )
 
 from llmfleet.config import FleetConfig
@@ -107,17 +109,10 @@ class Edge(pulumi.ComponentResource):
             block_device_mappings=encrypted_root(edge.root_volume_gib),
             # A public address of its own until the EIP replaces it: the boot script needs the
             # internet to reach the EC2 API that associates the EIP.
-            network_interfaces=[{
-                "device_index": 0,
-                "associate_public_ip_address": "true",
-                "security_groups": [args.security_group_id],
-                "delete_on_termination": "true",
-            }],
+            network_interfaces=primary_interface(args.security_group_id, public_address=True),
             user_data=user_data,
             update_default_version=True,
-            tag_specifications=[
-                {"resource_type": kind, "tags": tags} for kind in ("volume", "network-interface")
-            ],
+            tag_specifications=launch_tags(tags),
             tags=tags,
             opts=child,
         )

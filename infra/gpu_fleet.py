@@ -16,7 +16,9 @@ from common import (
     group_tags,
     imdsv2,
     instance_role,
+    launch_tags,
     policy_document,
+    primary_interface,
 )
 
 from llmfleet.config import FleetConfig
@@ -96,17 +98,10 @@ class GpuFleet(pulumi.ComponentResource):
             # Hop limit 2: a process in a container (one network hop more) can reach IMDS too.
             metadata_options=imdsv2(hop_limit=2),
             block_device_mappings=encrypted_root(node.root_volume_gib),
-            network_interfaces=[{
-                "device_index": 0,
-                "associate_public_ip_address": str(args.public_address).lower(),
-                "security_groups": [args.security_group_id],
-                "delete_on_termination": "true",
-            }],
+            network_interfaces=primary_interface(args.security_group_id, args.public_address),
             user_data=user_data,
             update_default_version=True,
-            tag_specifications=[
-                {"resource_type": kind, "tags": tags} for kind in ("volume", "network-interface")
-            ],
+            tag_specifications=launch_tags(tags),
             tags=tags,
             opts=child,
         )
