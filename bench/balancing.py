@@ -22,7 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=800, help="requests per run")
     parser.add_argument("--repeats", type=int, default=2, help="runs per strategy, alternated")
-    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=6)
     args = parser.parse_args()
 
     runs: dict[str, list[LoadReport]] = {"round_robin": [], "least_conn": []}
