@@ -34,7 +34,8 @@ def run_demo(config: FleetConfig, state_dir: Path, *, requests: int, concurrency
     load = run_load_sync(LoadSpec(url=endpoint, api_key=demo_key, requests=requests,
                                   concurrency=concurrency, max_duration_s=120))
     report["demo_key"] = demo_key
-    report["model"] = json.loads(_get(endpoint + "/v1/models", demo_key)[1])["data"][0]["id"]
+    models = _get_with_headers(endpoint + "/v1/models", demo_key)[1]
+    report["model"] = json.loads(models)["data"][0]["id"]
     return report, load
 
 
@@ -75,11 +76,6 @@ def _show_a_free_key_hitting_its_limit(endpoint: str, store: Any,
 
 def _tier(tiers: set[str], preferred: str) -> str:
     return preferred if preferred in tiers else sorted(tiers)[0]
-
-
-def _get(url: str, key: str | None) -> tuple[int, str]:
-    code, body, _ = _get_with_headers(url, key)
-    return code, body
 
 
 def _get_with_headers(url: str, key: str | None) -> tuple[int, str, dict[str, str]]:

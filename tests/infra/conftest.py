@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import pulumi
 import pulumi.runtime
 import pytest
+from infra_helpers import ACCOUNT_ID, PUBLIC_IP, REGION, ZONES
 from pulumi.runtime.settings import reset_options
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,11 +26,6 @@ INFRA = REPO / "infra"
 PROJECT = "llmfleet"
 
 
-# What the mocked AWS account answers with. 203.0.113.0/24 is a documentation range.
-ACCOUNT_ID = "123456789012"
-REGION = "us-east-1"
-ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
-PUBLIC_IP = "203.0.113.10"
 
 # Provider functions the program calls, and what a real account would answer.
 CALL_RESULTS: dict[str, dict[str, Any]] = {

@@ -10,6 +10,12 @@ from typing import Any
 
 import yaml
 
+# What the mocked AWS account answers with. 203.0.113.0/24 is a documentation range.
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
+PUBLIC_IP = "203.0.113.10"
+
 REPO = Path(__file__).resolve().parents[2]
 STACKS = REPO / "stacks"
 INFRA = REPO / "infra"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
-from conftest import ACCOUNT_ID, PUBLIC_IP, REGION
 from infra_helpers import (
+    ACCOUNT_ID,
     GROUP,
     LAUNCH_TEMPLATE,
     POLICY_ATTACHMENT,
+    PUBLIC_IP,
+    REGION,
     REPO,
     ROLE_POLICY,
     import_infra,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ACCOUNT_ID, REGION
 from infra_helpers import (
+    ACCOUNT_ID,
     GROUP,
     LAUNCH_TEMPLATE,
     POLICY_ATTACHMENT,
+    REGION,
     ROLE_POLICY,
     group_tag_map,
     stack_config_env,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import ZONES
-from infra_helpers import GROUP, LAUNCH_TEMPLATE, SUBNET, stack_config_env
+from infra_helpers import GROUP, LAUNCH_TEMPLATE, SUBNET, ZONES, stack_config_env
 
 VPC = "aws:ec2/vpc:Vpc"
 NAT = "aws:ec2/natGateway:NatGateway"

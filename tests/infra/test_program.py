@@ -10,8 +10,7 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
-from conftest import PUBLIC_IP
-from infra_helpers import STACKS, stack_config_env
+from infra_helpers import PUBLIC_IP, STACKS, stack_config_env
 
 from llmfleet.config import FleetConfig, InstanceType
 

@@ -99,9 +99,7 @@ def _store(args: argparse.Namespace) -> KeyStore:
     if args.redis_password_file:
         password = args.redis_password_file.read_text().strip()
     config = _tiers_config(args.config) if args.config else FleetConfig()
-    client = redis.Redis.from_url(args.redis_url, password=password, decode_responses=True,
-                                  socket_timeout=5, socket_connect_timeout=5)
-    return KeyStore(client, set(config.rate_limits.tiers))
+    return KeyStore.connect(args.redis_url, password, set(config.rate_limits.tiers))
 
 
 def _tiers_config(path: Path) -> FleetConfig:

@@ -75,6 +75,13 @@ class KeyStore:
         self.redis = client
         self.tiers = tiers
 
+    @classmethod
+    def connect(cls, url: str, password: str | None, tiers: set[str]) -> KeyStore:
+        """A store on the Redis at `url`, with timeouts a person at a terminal can wait out."""
+        client = redis.Redis.from_url(url, password=password, decode_responses=True,
+                                      socket_timeout=5, socket_connect_timeout=5)
+        return cls(client, tiers)
+
     def create(self, client: str, tier: str, *, requests: int | None = None,
                window_ms: int | None = None, max_concurrent: int | None = None
                ) -> tuple[str, KeyRecord]:

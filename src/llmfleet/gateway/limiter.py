@@ -94,12 +94,17 @@ def script_keys(key_digest: str) -> list[str]:
     return [RECORD + key_digest, WINDOW + key_digest, LEASES + key_digest]
 
 
-def script_args(member: str, lease_ttl_ms: int, tiers: dict[str, Tier]) -> list[str | int]:
-    args: list[str | int] = [member, lease_ttl_ms]
+def tier_args(lease_ttl_ms: int, tiers: dict[str, Tier]) -> list[str | int]:
+    """Every argument after the member; the same for every request, so built once."""
+    args: list[str | int] = [lease_ttl_ms]
     for name, tier in tiers.items():
         args += [name, -1 if tier.unlimited else tier.requests, round(tier.window_s * 1000),
                  tier.max_concurrent or 0]
     return args
+
+
+def script_args(member: str, lease_ttl_ms: int, tiers: dict[str, Tier]) -> list[str | int]:
+    return [member, *tier_args(lease_ttl_ms, tiers)]
 
 
 def parse_reply(reply: list) -> Verdict:
@@ -111,7 +116,8 @@ def parse_reply(reply: list) -> Verdict:
 
 class LocalWindow:
     """The same sliding-window rule in this process's memory, for when Redis is unreachable
-    and a tier fails open: each gateway then bounds every key on its own."""
+    and a tier fails open: each gateway then bounds every key on its own. It only matters
+    during an outage, so the gateway starts a fresh one when Redis is back."""
 
     def __init__(self) -> None:
         self._admitted: dict[str, deque[float]] = {}
@@ -129,10 +135,3 @@ class LocalWindow:
         log.append(now)
         return Verdict("ok", limit=limit, remaining=limit - len(log),
                        reset_ms=round(window_s * 1000))
-
-    def forget_idle(self, window_s: float) -> None:
-        """Drop keys with nothing in their window, so memory stays bounded."""
-        now = time.monotonic()
-        for key_digest in [k for k, log in self._admitted.items()
-                           if not log or log[-1] <= now - window_s]:
-            del self._admitted[key_digest]

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,15 +24,22 @@ from redis.exceptions import NoScriptError, RedisError
 from llmfleet.config import FailMode, RateLimits, Tier
 from llmfleet.gateway import answers
 from llmfleet.gateway.answers import Answer
-from llmfleet.gateway.keys import CHANGED, RECORD, digest, key_id, looks_like_key
+from llmfleet.gateway.keys import (
+    CHANGED,
+    OVERRIDES,
+    RECORD,
+    digest,
+    key_id,
+    looks_like_key,
+)
 from llmfleet.gateway.limiter import (
     ADMIT_SCRIPT,
     LEASES,
     LocalWindow,
     Verdict,
     parse_reply,
-    script_args,
     script_keys,
+    tier_args,
 )
 from llmfleet.gateway.metrics import GatewayMetrics
 
@@ -56,7 +63,7 @@ class Gateway:
     def __init__(self, limits: RateLimits, redis_client: aioredis.Redis, lease_ttl_s: float):
         self.limits = limits
         self.redis = redis_client
-        self.lease_ttl_ms = round(lease_ttl_s * 1000)
+        self._tier_args = tier_args(round(lease_ttl_s * 1000), limits.tiers)
         self.metrics = GatewayMetrics()
         self.cache: dict[str, CachedKey] = {}
         self.local = LocalWindow()
@@ -109,20 +116,19 @@ class Gateway:
         if verdict.admitted:
             lease = f"{key_digest}:{request_id}" if verdict.leased else None
             return answers.admitted(verdict, lease)
-        window = self._tier(verdict.tier).window_s if self._tier(verdict.tier) else 60.0
-        return answers.rate_limited(verdict, window)
+        tier = self._tier(verdict.tier)
+        return answers.rate_limited(verdict, tier.window_s if tier else 60.0)
 
     # -- Redis ---------------------------------------------------------------------------
 
     async def _ask_redis(self, key_digest: str, request_id: str, refresh: bool) -> Verdict:
         keys = script_keys(key_digest)
-        args = script_args(request_id, self.lease_ttl_ms, self.limits.tiers)
         if self._script_sha is None:
             self._script_sha = await self.redis.script_load(ADMIT_SCRIPT)
         async with self.redis.pipeline(transaction=False) as pipe:
             if refresh:
                 pipe.hgetall(RECORD + key_digest)
-            pipe.evalsha(self._script_sha, len(keys), *keys, *args)
+            pipe.evalsha(self._script_sha, len(keys), *keys, request_id, *self._tier_args)
             try:
                 replies = await pipe.execute()
             except NoScriptError:  # Redis restarted and lost its script cache
@@ -147,6 +153,7 @@ class Gateway:
         if not self.redis_up:
             log.info("Redis reachable again; limits are shared across gateways once more")
             self._expire_cache()  # changes published while we were away were missed
+            self.local = LocalWindow()  # the outage's in-memory counts are done with
             self.redis_up = True
             self.metrics.redis_up.set(1)
 
@@ -163,9 +170,8 @@ class Gateway:
         if limit is None:
             return answers.admitted(Verdict("ok", known.client, known.tier)), known.tier
         window_s = known.overrides.get("window_ms", tier.window_s * 1000) / 1000
-        verdict = self.local.admit(key_digest, limit, window_s)
-        verdict = Verdict(verdict.outcome, known.client, known.tier, verdict.limit,
-                          verdict.remaining, verdict.reset_ms, verdict.retry_after_ms)
+        verdict = replace(self.local.admit(key_digest, limit, window_s),
+                          client=known.client, tier=known.tier)
         if verdict.admitted:
             return answers.admitted(verdict), known.tier
         return answers.rate_limited(verdict, window_s), known.tier
@@ -267,8 +273,7 @@ def build_app(gateway: Gateway) -> web.Application:
 
 def _cached(fields: dict) -> CachedKey:
     fields = {_text(k): _text(v) for k, v in fields.items()}
-    overrides = {name: int(fields[name]) for name in ("requests", "window_ms", "max_concurrent")
-                 if name in fields}
+    overrides = {name: int(fields[name]) for name in OVERRIDES if name in fields}
     return CachedKey(fields["client"], fields["tier"], fields.get("revoked") == "1", overrides,
                      time.monotonic())
 

@@ -11,8 +11,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import redis
-
 from llmfleet.config import load_yaml
 from llmfleet.edge.nginx import GatewayHook
 from llmfleet.gateway.keys import KeyStore
@@ -73,11 +71,10 @@ def key_store(state_dir: Path, state: dict) -> KeyStore:
     if "redis" not in facts:
         raise SandboxError("no sandbox with Redis is running here; start one with "
                            "`llmfleet up`, or name a Redis with --redis-url")
-    client = redis.Redis.from_url(facts["redis"]["url"], decode_responses=True,
-                                  password=Path(facts["redis"]["password_file"]).read_text(),
-                                  socket_timeout=5, socket_connect_timeout=5)
     config = load_yaml(state_dir / "config.json")
-    return KeyStore(client, set(config.rate_limits.tiers))
+    return KeyStore.connect(facts["redis"]["url"],
+                            Path(facts["redis"]["password_file"]).read_text(),
+                            set(config.rate_limits.tiers))
 
 
 def gateway_hook(run: SandboxRun) -> GatewayHook | None:
