@@ -13,7 +13,7 @@ import argparse
 
 from common import compare, pooled, sandbox, say
 
-from llmfleet.loadgen import LoadReport, LoadSpec, run_load_sync
+from llmfleet.local.loadgen import LoadReport, LoadSpec, run_load_sync
 
 BACKENDS = {"time_scale": 0.03, "max_num_seqs": 2}
 

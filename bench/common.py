@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from llmfleet.config import validate
-from llmfleet.loadgen import LoadReport, build_report
-from llmfleet.sandbox import down, up
-from llmfleet.sandbox.ports import free_port
+from llmfleet.local.loadgen import LoadReport, build_report
+from llmfleet.local.sandbox import down, up
+from llmfleet.local.sandbox.ports import free_port
 
 
 @contextlib.contextmanager

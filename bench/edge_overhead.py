@@ -15,7 +15,7 @@ import argparse
 
 from common import compare, pooled, ratio, sandbox, say
 
-from llmfleet.loadgen import LoadReport, LoadSpec, run_load_sync
+from llmfleet.local.loadgen import LoadReport, LoadSpec, run_load_sync
 
 
 def measure(url: str, concurrency: int, requests: int, **spec) -> LoadReport:

@@ -25,8 +25,8 @@ from common import ms, ratio, sandbox, say
 from llmfleet.config import Tier
 from llmfleet.gateway.keys import digest
 from llmfleet.gateway.limiter import ADMIT_SCRIPT, script_args, script_keys
-from llmfleet.loadgen import percentile
-from llmfleet.sandbox.auth import key_store
+from llmfleet.local.loadgen import percentile
+from llmfleet.local.sandbox.auth import key_store
 
 
 async def open_loop(url: str, key: str | None, rate: float, seconds: float) -> list[float]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmfleet.config import ConfigError, FleetConfig, read_yaml, validate
-from llmfleet.sandbox import SandboxError, default_state_dir, down, status, up
+from llmfleet.local.sandbox import SandboxError, default_state_dir, down, status, up
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -54,13 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--concurrency", type=int, default=12, help="clients at once")
     demo_cmd.set_defaults(handler=_demo)
 
-    from llmfleet.loadgen import cli as load_cli
+    from llmfleet.local.loadgen import cli as load_cli
 
     load_cmd = commands.add_parser("load", help="send OpenAI-compatible load and report on it")
     load_cli.add_arguments(load_cmd)
     load_cmd.set_defaults(handler=load_cli.run)
 
-    from llmfleet.observability import top as top_cli
+    from llmfleet.local import top as top_cli
 
     top_cmd = commands.add_parser(
         "top", help="live view of throughput, latency, queue, errors and backends")
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
     keys_cmd = commands.add_parser("keys", help="API keys: create, list, revoke, set-tier")
     keys_cli.add_arguments(keys_cmd)
+    keys_cmd.set_defaults(handler=_keys)
 
     cost_cmd = commands.add_parser(
         "cost", help="a stack's hourly cost at min, typical and max size, from its prices")
@@ -153,6 +154,24 @@ def _down(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from llmfleet.gateway import cli as keys_cli
+
+    return keys_cli.run(args, _sandbox_key_store)
+
+
+def _sandbox_key_store(args: argparse.Namespace):
+    """The running sandbox's keys, for `llmfleet keys` without --redis-url."""
+    from llmfleet.local.sandbox.auth import key_store
+    from llmfleet.local.sandbox.run import load_state
+
+    state_dir = _state_dir(args)
+    try:
+        return key_store(state_dir, load_state(state_dir) or {})
+    except SandboxError as error:
+        raise LookupError(str(error)) from None
+
+
 def _check_config(args: argparse.Namespace) -> int:
     config = validate(read_yaml(args.file), str(args.file))
     print(f"{args.file}: valid ({config.stack_name})")
@@ -161,7 +180,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _cost(args: argparse.Namespace) -> int:
     from llmfleet.config import load_stack_file
-    from llmfleet.cost import estimate_hourly_cost
+    from llmfleet.local.cost import estimate_hourly_cost
 
     config = load_stack_file(args.stack_file)
     try:
@@ -183,7 +202,7 @@ def _cost(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llmfleet.demo import closing_words, run_demo
+    from llmfleet.local.demo import closing_words, run_demo
 
     report, load = run_demo(_config_from(args), _state_dir(args), requests=args.requests,
                             concurrency=args.concurrency,

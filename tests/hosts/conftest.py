@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from llmfleet.config import validate
-from llmfleet.sandbox import down, up
-from llmfleet.sandbox.ports import free_port
+from llmfleet.local.sandbox import down, up
+from llmfleet.local.sandbox.ports import free_port
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

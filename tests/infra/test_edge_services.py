@@ -24,9 +24,9 @@ from redis.retry import Retry
 from llmfleet.config import from_pulumi_config_env, load_yaml
 from llmfleet.edge import sync
 from llmfleet.gateway.__main__ import parse_args as gateway_args
+from llmfleet.local.sandbox.ports import free_port
+from llmfleet.local.sandbox.processes import wait_until
 from llmfleet.observability.prometheus import aws_prometheus_config
-from llmfleet.sandbox.ports import free_port
-from llmfleet.sandbox.processes import wait_until
 
 GATEWAY_UNIT = "/etc/systemd/system/llmfleet-gateway.service"
 EXPORTER_UNIT = "/etc/systemd/system/llmfleet-edge-exporter.service"

@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from llmfleet.config import validate
-from llmfleet.sandbox import down, up
-from llmfleet.sandbox.auth import key_store
-from llmfleet.sandbox.ports import free_port
-from llmfleet.sandbox.processes import wait_until
+from llmfleet.local.sandbox import down, up
+from llmfleet.local.sandbox.auth import key_store
+from llmfleet.local.sandbox.ports import free_port
+from llmfleet.local.sandbox.processes import wait_until
 
 StartSandbox = Callable[..., dict[str, Any]]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmfleet.loadgen import LoadSpec, run_load_sync
+from llmfleet.local.loadgen import LoadSpec, run_load_sync
 
 pytestmark = pytest.mark.integration
 

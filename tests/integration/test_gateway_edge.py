@@ -18,10 +18,10 @@ import requests
 
 from llmfleet.config import validate
 from llmfleet.gateway.keys import KeyStore
-from llmfleet.sandbox import down, up
-from llmfleet.sandbox.auth import key_store
-from llmfleet.sandbox.ports import free_port
-from llmfleet.sandbox.processes import wait_until
+from llmfleet.local.sandbox import down, up
+from llmfleet.local.sandbox.auth import key_store
+from llmfleet.local.sandbox.ports import free_port
+from llmfleet.local.sandbox.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 import requests
 
-from llmfleet.sandbox.auth import key_store
-from llmfleet.sandbox.processes import wait_until
+from llmfleet.local.sandbox.auth import key_store
+from llmfleet.local.sandbox.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ from llmfleet.edge.nginx import (
     nginx_binary,
     render_nginx_conf,
 )
-from llmfleet.sandbox.ports import free_port, port_is_free
-from llmfleet.sandbox.processes import wait_until
+from llmfleet.local.sandbox.ports import free_port, port_is_free
+from llmfleet.local.sandbox.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.loadgen import LoadSpec, run_load_sync
-from llmfleet.sandbox.processes import wait_until
-from llmfleet.simbackend import read_access_log
+from llmfleet.local.loadgen import LoadSpec, run_load_sync
+from llmfleet.local.sandbox.processes import wait_until
+from llmfleet.local.simbackend import read_access_log
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,11 @@ from urllib.request import Request, urlopen
 import pytest
 
 from llmfleet.config import validate
+from llmfleet.local.sandbox.health import http_ok
+from llmfleet.local.sandbox.ports import free_port
+from llmfleet.local.sandbox.processes import launch, stop, wait_until
 from llmfleet.observability.alertmanager import render_alertmanager_config
 from llmfleet.observability.prometheus import tool_binary
-from llmfleet.sandbox.health import http_ok
-from llmfleet.sandbox.ports import free_port
-from llmfleet.sandbox.processes import launch, stop, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -9,13 +9,13 @@ from urllib.request import urlopen
 import pytest
 import yaml
 
-from llmfleet.observability.dashboards import exporter_metrics_file
+from llmfleet.local.dashboards import exporter_metrics_file
+from llmfleet.local.sandbox.health import http_ok
+from llmfleet.local.sandbox.ports import free_port
+from llmfleet.local.sandbox.processes import launch, stop, wait_until
+from llmfleet.local.simbackend import parse_exposition
 from llmfleet.observability.prometheus import tool_binary
 from llmfleet.observability.promql import family
-from llmfleet.sandbox.health import http_ok
-from llmfleet.sandbox.ports import free_port
-from llmfleet.sandbox.processes import launch, stop, wait_until
-from llmfleet.simbackend import parse_exposition
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ from urllib.request import Request, urlopen
 
 import pytest
 
-from llmfleet.loadgen import LoadSpec, run_load_sync
-from llmfleet.observability import top
-from llmfleet.observability.dashboards import DASHBOARDS
-from llmfleet.sandbox import SandboxError
-from llmfleet.sandbox.processes import wait_until
+from llmfleet.local import top
+from llmfleet.local.dashboards import DASHBOARDS
+from llmfleet.local.loadgen import LoadSpec, run_load_sync
+from llmfleet.local.sandbox import SandboxError
+from llmfleet.local.sandbox.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

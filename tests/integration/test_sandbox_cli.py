@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from llmfleet.sandbox.ports import free_port
-from llmfleet.sandbox.processes import ProcessRecord, is_running, launch, stop, wait_until
+from llmfleet.local.sandbox.ports import free_port
+from llmfleet.local.sandbox.processes import ProcessRecord, is_running, launch, stop, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -150,8 +150,8 @@ def test_a_backend_that_fails_to_start_stops_the_rest_and_points_to_its_log(tmp_
     # A context longer than the simulated KV cache makes the backend refuse to start,
     # as vLLM does; up must report it and leave nothing behind.
     from llmfleet.config import validate
-    from llmfleet.sandbox import SandboxError
-    from llmfleet.sandbox import up as sandbox_up
+    from llmfleet.local.sandbox import SandboxError
+    from llmfleet.local.sandbox import up as sandbox_up
 
     config = validate({"model": {"max_model_len": 1_000_000},
                        "sandbox": {"edge_port": free_port(), "base_port": free_port()}}, "test")

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from llmfleet.simbackend import parse_access_log_line
+from llmfleet.local.simbackend import parse_access_log_line
 
 STREAMS = 2000
 TOKENS = 20
@@ -138,7 +138,7 @@ def test_two_thousand_concurrent_streams(tmp_path: Path) -> None:
     ensure_open_files(STREAMS + 500)
     log = tmp_path / "backend.log"
     command = [
-        sys.executable, "-m", "llmfleet.simbackend",
+        sys.executable, "-m", "llmfleet.local.simbackend",
         "--host", "127.0.0.1", "--port", "0",
         "--model", "org/capacity-8b", "--served-model-name", MODEL,
         "--max-model-len", "4096", "--preset", "l4", "--max-num-seqs", "256",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmfleet.config import validate
-from llmfleet.cost import HOURS_PER_MONTH, estimate_hourly_cost
+from llmfleet.local.cost import HOURS_PER_MONTH, estimate_hourly_cost
 
 PRICES = {
     "on_demand": {"g6.xlarge": 0.8, "g5.xlarge": 1.0, "t3.small": 0.02},

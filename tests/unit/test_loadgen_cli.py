@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from llmfleet.loadgen import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS
-from llmfleet.loadgen.cli import add_arguments, run
+from llmfleet.local.loadgen import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS
+from llmfleet.local.loadgen.cli import add_arguments, run
 
 
 def parser() -> argparse.ArgumentParser:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from llmfleet.loadgen import (
+from llmfleet.local.loadgen import (
     ProgressSnapshot,
     RequestRecord,
     StderrProgress,

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from llmfleet.loadgen import (
+from llmfleet.local.loadgen import (
     LoadSpec,
     LoadTargetError,
     ProgressSnapshot,
     run_load_sync,
 )
-from llmfleet.loadgen.cli import add_arguments, run
+from llmfleet.local.loadgen.cli import add_arguments, run
 
 MODEL = "fake-model"
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from llmfleet.loadgen import (
+from llmfleet.local.loadgen import (
     DEFAULT_OUTPUT_TOKENS,
     FixedDistribution,
     HeavyDistribution,

@@ -9,14 +9,14 @@ import sys
 import pytest
 import yaml
 
-from llmfleet.observability import dashboards
-from llmfleet.observability.dashboards import DASHBOARDS, Dashboard, Panel, Query, problems
+from llmfleet.local import dashboards
+from llmfleet.local.dashboards import DASHBOARDS, Dashboard, Panel, Query, problems
 from llmfleet.observability.promql import metric_names, unguarded_divisions
 from llmfleet.paths import repo_root
 
 
 def test_the_checked_in_dashboards_are_current_and_sound():
-    result = subprocess.run([sys.executable, "-m", "llmfleet.observability.dashboards",
+    result = subprocess.run([sys.executable, "-m", "llmfleet.local.dashboards",
                              "--check"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
 
@@ -90,7 +90,7 @@ def test_the_fixtures_gateway_names_are_the_ones_the_gateway_exports():
     gateway_metrics = pytest.importorskip("llmfleet.gateway.metrics")
     from prometheus_client import generate_latest
 
-    from llmfleet.simbackend import parse_exposition
+    from llmfleet.local.simbackend import parse_exposition
 
     registry = gateway_metrics.GatewayMetrics().registry
     _, types, _ = parse_exposition(generate_latest(registry).decode())

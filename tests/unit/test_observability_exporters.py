@@ -10,9 +10,9 @@ from urllib.request import Request, urlopen
 
 import pytest
 
-from llmfleet.observability import alert_sink, top
+from llmfleet.local import alert_sink, top
+from llmfleet.local.simbackend import parse_exposition
 from llmfleet.observability.edge_exporter import EdgeExporter, LogTail, make_server
-from llmfleet.simbackend import parse_exposition
 
 
 def line(status: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from llmfleet.simbackend import (
+from llmfleet.local.simbackend import (
     ServerThread,
     SimSettings,
     format_access_log_line,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from llmfleet.simbackend import ServerThread, SimSettings, estimate_tokens, parse_exposition
+from llmfleet.local.simbackend import ServerThread, SimSettings, estimate_tokens, parse_exposition
 
 MODEL = "sim-model"
 SETTINGS = SimSettings(

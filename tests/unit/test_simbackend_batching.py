@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from llmfleet.simbackend import ServerThread, SimSettings, parse_exposition
+from llmfleet.local.simbackend import ServerThread, SimSettings, parse_exposition
 
 MODEL = "batch-model"
 

@@ -1,4 +1,5 @@
-"""`python -m llmfleet.simbackend` as a real process: startup line, signals, exit fault, flags."""
+"""`python -m llmfleet.local.simbackend` as a real process: startup line, signals, exit
+fault, flags."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from llmfleet.simbackend import parse_access_log_line
-from llmfleet.simbackend.__main__ import settings_from_args
+from llmfleet.local.simbackend import parse_access_log_line
+from llmfleet.local.simbackend.__main__ import settings_from_args
 
 STARTUP_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+) pid=(\d+)")
 
@@ -28,7 +29,7 @@ class Backend:
         self.log = log
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "llmfleet.simbackend", "--port", "0", *args],
+                [sys.executable, "-m", "llmfleet.local.simbackend", "--port", "0", *args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -153,7 +154,7 @@ def test_port_in_use_fails_with_one_clear_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "llmfleet.simbackend", "--port", str(port)],
+            [sys.executable, "-m", "llmfleet.local.simbackend", "--port", str(port)],
             capture_output=True,
             text=True,
             timeout=20,
@@ -165,7 +166,7 @@ def test_port_in_use_fails_with_one_clear_line(tmp_path: Path) -> None:
 
 def test_inconsistent_flags_are_a_usage_error() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "llmfleet.simbackend", "--max-model-len", "100000",
+        [sys.executable, "-m", "llmfleet.local.simbackend", "--max-model-len", "100000",
          "--preset", "t4"],
         capture_output=True, text=True, timeout=20, env={**os.environ},
     )  # fmt: skip

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from llmfleet.simbackend.engine import EngineConfig, SeqState, Sequence, SimEngine, StepPlan
+from llmfleet.local.simbackend.engine import EngineConfig, SeqState, Sequence, SimEngine, StepPlan
 
 
 def make_engine(**overrides: float) -> SimEngine:

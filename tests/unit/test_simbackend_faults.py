@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from llmfleet.simbackend import ServerThread, SimSettings
+from llmfleet.local.simbackend import ServerThread, SimSettings
 
 MODEL = "fault-model"
 # 10 ms per step whatever the batch, no prefill cost: a 10-token request takes >= 100 ms.

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from llmfleet.simbackend.metrics import (
+from llmfleet.local.simbackend.metrics import (
     FINISHED_REASONS,
     ITL_BUCKETS,
     METRIC_NAMES,

@@ -1,5 +1,5 @@
 """Config sections for the AWS deployment: network, edge node, GPU node, on-demand fallback and
-prices. The sandbox ignores them; `infra/` and `llmfleet.cost` read them.
+prices. The sandbox ignores them; `infra/` and `llmfleet.local.cost` read them.
 
 Defaults are the cheap, safe choice: a new VPC without a NAT gateway, an edge that accepts no
 traffic until `edge.allowed_cidrs` says from where, and no secret anywhere in this model (the
@@ -252,7 +252,7 @@ SPOT_USD_HOUR = {
 
 
 class Prices(_Strict):
-    """Hourly prices behind `llmfleet.cost.estimate_hourly_cost`; the defaults cover the kit's
+    """Hourly prices behind `llmfleet.local.cost.estimate_hourly_cost`; the defaults cover the kit's
     usual types, and a stack's own entries override or add to them."""
 
     on_demand: dict[InstanceTypeName, Usd] = Field(default_factory=lambda: dict(ON_DEMAND_USD_HOUR))

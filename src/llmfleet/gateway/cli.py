@@ -1,8 +1,8 @@
 """`llmfleet keys ...`: create, list, revoke and re-tier API keys.
 
-By default it talks to the running sandbox's Redis. Any other Redis works with --redis-url
-(on AWS: through an SSM port forward to the edge, see docs/rate-limits.md) and the password
-from --redis-password-file or $LLMFLEET_REDIS_PASSWORD.
+By default it talks to the running sandbox's Redis (the caller hands in how to reach it). Any
+other Redis works with --redis-url (on AWS: through an SSM port forward to the edge, see
+docs/rate-limits.md) and the password from --redis-password-file or $LLMFLEET_REDIS_PASSWORD.
 """
 
 from __future__ import annotations
@@ -11,15 +11,17 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
 from llmfleet.config import FleetConfig, load_stack_file, load_yaml
 from llmfleet.gateway.keys import KeyRecord, KeyStore, UnknownKey
-from llmfleet.sandbox import SandboxError, default_state_dir
-from llmfleet.sandbox.auth import key_store
-from llmfleet.sandbox.run import load_state
+
+# The running sandbox's key store, for when no --redis-url is given; it raises LookupError
+# with what to do when there is no sandbox to talk to.
+DefaultStore = Callable[[argparse.Namespace], KeyStore]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,12 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     set_tier = actions.add_parser("set-tier", help="move a key to another tier")
     set_tier.add_argument("key", help="the key, or its id from `keys list`")
     set_tier.add_argument("tier")
-    parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, default_store: DefaultStore) -> int:
     try:
-        store = _store(args)
+        store = _store(args, default_store)
         if args.action == "create":
             _check_overrides(args)
             raw, record = store.create(
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "set-tier":
             record = store.set_tier(args.key, args.tier)
             print(f"{record.id} (client {record.client}) is now on tier {record.tier}")
-    except (UnknownKey, ValueError, SandboxError) as error:
+    except (UnknownKey, ValueError, LookupError) as error:
         print(f"llmfleet keys: {error}", file=sys.stderr)
         return 2
     except redis.exceptions.RedisError as error:
@@ -91,10 +92,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace) -> KeyStore:
+def _store(args: argparse.Namespace, default_store: DefaultStore) -> KeyStore:
     if args.redis_url is None:
-        state_dir = args.state_dir or default_state_dir()
-        return key_store(state_dir, load_state(state_dir) or {})
+        return default_store(args)
     password = os.environ.get("LLMFLEET_REDIS_PASSWORD")
     if args.redis_password_file:
         password = args.redis_password_file.read_text().strip()

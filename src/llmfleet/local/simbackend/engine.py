@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmfleet.simbackend.metrics import EngineMetrics, Gauges
+from llmfleet.local.simbackend.metrics import EngineMetrics, Gauges
 
 BLOCK_SIZE = 16  # vLLM's default KV block size in tokens
 

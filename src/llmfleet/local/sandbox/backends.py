@@ -6,7 +6,7 @@ import shutil
 import sys
 
 from llmfleet.config import BackendKind, FleetConfig
-from llmfleet.sandbox.ports import LOOPBACK
+from llmfleet.local.sandbox.ports import LOOPBACK
 
 
 def backend_command(config: FleetConfig, index: int, port: int) -> list[str]:
@@ -29,7 +29,7 @@ def backend_command(config: FleetConfig, index: int, port: int) -> list[str]:
         ]
     sandbox = config.sandbox
     command = [
-        sys.executable, "-m", "llmfleet.simbackend",
+        sys.executable, "-m", "llmfleet.local.simbackend",
         "--host", LOOPBACK,
         "--port", str(port),
         "--model", model.name,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from llmfleet.simbackend.engine import Sequence, SimEngine
-from llmfleet.simbackend.faults import FaultState
+from llmfleet.local.simbackend.engine import Sequence, SimEngine
+from llmfleet.local.simbackend.faults import FaultState
 
 
 class EngineLoop:

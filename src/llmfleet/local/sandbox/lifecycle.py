@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from llmfleet.config import FleetConfig
-from llmfleet.paths import repo_root
-from llmfleet.sandbox.components import STARTERS
-from llmfleet.sandbox.health import http_ok
-from llmfleet.sandbox.ports import LOOPBACK
-from llmfleet.sandbox.processes import ProcessRecord, is_running, stop
-from llmfleet.sandbox.run import (
+from llmfleet.local.sandbox.components import STARTERS
+from llmfleet.local.sandbox.health import http_ok
+from llmfleet.local.sandbox.ports import LOOPBACK
+from llmfleet.local.sandbox.processes import ProcessRecord, is_running, stop
+from llmfleet.local.sandbox.run import (
     STATE_FILE,
     SandboxError,
     SandboxRun,
@@ -24,6 +23,7 @@ from llmfleet.sandbox.run import (
     load_state,
     records,
 )
+from llmfleet.paths import repo_root
 
 
 def default_state_dir() -> Path:

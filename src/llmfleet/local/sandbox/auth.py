@@ -15,8 +15,8 @@ from llmfleet.config import load_yaml
 from llmfleet.edge.nginx import GatewayHook
 from llmfleet.gateway.keys import KeyStore
 from llmfleet.gateway.leases import lease_ttl_s
-from llmfleet.sandbox.ports import LOOPBACK, free_udp_port
-from llmfleet.sandbox.run import SandboxError, SandboxRun
+from llmfleet.local.sandbox.ports import LOOPBACK, free_udp_port
+from llmfleet.local.sandbox.run import SandboxError, SandboxRun
 
 
 def start_redis(run: SandboxRun) -> None:

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 from llmfleet.edge.nginx import NginxPaths
+from llmfleet.local.sandbox.ports import LOOPBACK
+from llmfleet.local.sandbox.run import SandboxError, SandboxRun
 from llmfleet.observability.alertmanager import render_alertmanager_config
 from llmfleet.observability.prometheus import Job, Target, render_prometheus_config, tool_binary
 from llmfleet.observability.rules import render_rules
-from llmfleet.sandbox.ports import LOOPBACK
-from llmfleet.sandbox.run import SandboxError, SandboxRun
 
 # Preferred ports (the usual ones for each tool); taken ones move to free ports.
 PROMETHEUS_PORT, ALERTMANAGER_PORT, ALERT_SINK_PORT, EDGE_EXPORTER_PORT = 9090, 9093, 9095, 9180
@@ -40,7 +40,7 @@ def start_alertmanager(run: SandboxRun) -> None:
         sink = f"http://{LOOPBACK}:{sink_port}"
         sink_url = sink + "/alerts"
         run.launch("alert-sink", "alert_sink", [
-            sys.executable, "-m", "llmfleet.observability.alert_sink",
+            sys.executable, "-m", "llmfleet.local.alert_sink",
             "--host", LOOPBACK, "--port", str(sink_port),
         ], sink, sink + "/health")
         run.say(f"alerts go to the local sink, logged in {run.logs / 'alert-sink.log'}")

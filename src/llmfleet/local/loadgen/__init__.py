@@ -2,7 +2,7 @@
 
 Typical use::
 
-    from llmfleet.loadgen import LoadSpec, run_load_sync
+    from llmfleet.local.loadgen import LoadSpec, run_load_sync
 
     report = run_load_sync(LoadSpec(url="http://127.0.0.1:8080", requests=200, concurrency=20))
     print(report.render_text())

@@ -15,11 +15,11 @@ from llmfleet.edge.nginx import (
     nginx_binary,
     render_nginx_conf,
 )
-from llmfleet.sandbox.auth import gateway_hook, start_gateway, start_redis
-from llmfleet.sandbox.backends import backend_command, backend_name
-from llmfleet.sandbox.monitoring import start_alertmanager, start_prometheus
-from llmfleet.sandbox.ports import LOOPBACK
-from llmfleet.sandbox.run import SandboxError, SandboxRun
+from llmfleet.local.sandbox.auth import gateway_hook, start_gateway, start_redis
+from llmfleet.local.sandbox.backends import backend_command, backend_name
+from llmfleet.local.sandbox.monitoring import start_alertmanager, start_prometheus
+from llmfleet.local.sandbox.ports import LOOPBACK
+from llmfleet.local.sandbox.run import SandboxError, SandboxRun
 
 
 def start_backends(run: SandboxRun) -> None:

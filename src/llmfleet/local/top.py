@@ -18,7 +18,7 @@ from urllib.error import URLError
 from urllib.parse import urlencode
 from urllib.request import urlopen
 
-from llmfleet.sandbox import default_state_dir, status
+from llmfleet.local.sandbox import default_state_dir, status
 
 EXIT_OK, EXIT_FAILED = 0, 1
 CLEAR = "\x1b[H\x1b[2J"

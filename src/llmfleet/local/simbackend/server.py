@@ -1,7 +1,8 @@
 """The aiohttp application: vLLM's HTTP surface on top of the simulated engine.
 
 `build_app(settings)` gives an Application for in-process use; `serve(settings)` is what
-`python -m llmfleet.simbackend` runs; `ServerThread` runs one on a background thread for tests.
+`python -m llmfleet.local.simbackend` runs; `ServerThread` runs one on a background thread
+for tests.
 Runners must be created with `make_runner`, which turns on handler cancellation: a client that
 disconnects cancels its handler at once, which aborts its sequence and frees its slot even while
 it is still waiting in the queue (vLLM does the same).
@@ -26,12 +27,12 @@ from typing import Any
 
 from aiohttp import web
 
-from llmfleet.simbackend.accesslog import format_access_log_line, utc_timestamp
-from llmfleet.simbackend.driver import EngineLoop
-from llmfleet.simbackend.engine import EngineConfig, Sequence, SimEngine
-from llmfleet.simbackend.faults import FaultState, parse_fault
-from llmfleet.simbackend.metrics import CONTENT_TYPE, render
-from llmfleet.simbackend.openai_api import (
+from llmfleet.local.simbackend.accesslog import format_access_log_line, utc_timestamp
+from llmfleet.local.simbackend.driver import EngineLoop
+from llmfleet.local.simbackend.engine import EngineConfig, Sequence, SimEngine
+from llmfleet.local.simbackend.faults import FaultState, parse_fault
+from llmfleet.local.simbackend.metrics import CONTENT_TYPE, render
+from llmfleet.local.simbackend.openai_api import (
     SSE_DONE,
     VLLM_VERSION,
     VOCAB,
@@ -52,7 +53,7 @@ from llmfleet.simbackend.openai_api import (
     usage,
     usage_chunk,
 )
-from llmfleet.simbackend.presets import get_preset
+from llmfleet.local.simbackend.presets import get_preset
 
 DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 LISTEN_BACKLOG = 4096  # thousands of clients connect at once in load tests

@@ -11,9 +11,9 @@ from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 from llmfleet.config import FleetConfig
-from llmfleet.loadgen import LoadReport, LoadSpec, run_load_sync
-from llmfleet.sandbox import status, up
-from llmfleet.sandbox.auth import key_store
+from llmfleet.local.loadgen import LoadReport, LoadSpec, run_load_sync
+from llmfleet.local.sandbox import status, up
+from llmfleet.local.sandbox.auth import key_store
 
 
 def run_demo(config: FleetConfig, state_dir: Path, *, requests: int, concurrency: int,

@@ -1,4 +1,4 @@
-"""`python -m llmfleet.simbackend`: run one simulated vLLM server until SIGTERM/SIGINT."""
+"""`python -m llmfleet.local.simbackend`: run one simulated vLLM server until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import asyncio
 import resource
 import sys
 
-from llmfleet.simbackend.presets import preset_names
-from llmfleet.simbackend.server import DEFAULT_MODEL, SimSettings, serve
+from llmfleet.local.simbackend.presets import preset_names
+from llmfleet.local.simbackend.server import DEFAULT_MODEL, SimSettings, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; flag names follow `vllm serve` where vLLM has the same knob."""
     p = argparse.ArgumentParser(
-        prog="python -m llmfleet.simbackend",
+        prog="python -m llmfleet.local.simbackend",
         description="A simulated vLLM OpenAI-compatible server (no GPU, no model weights).",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from llmfleet.config import FleetConfig
-from llmfleet.sandbox.health import http_ok
-from llmfleet.sandbox.ports import LOOPBACK, pick_ports, port_is_free
-from llmfleet.sandbox.processes import (
+from llmfleet.local.sandbox.health import http_ok
+from llmfleet.local.sandbox.ports import LOOPBACK, pick_ports, port_is_free
+from llmfleet.local.sandbox.processes import (
     ExitedAtOnce,
     ProcessRecord,
     is_running,
