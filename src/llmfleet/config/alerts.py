@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     field_validator,
     model_validator,
 )
+
+from llmfleet.config.base import Strict
 
 SlackChannel = Annotated[
     str,
@@ -26,9 +26,7 @@ SlackChannel = Annotated[
 ]
 
 
-class _Rule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _Rule(Strict):
     for_s: float = Field(..., ge=0, le=86_400, description="how long the condition must hold")
 
 
@@ -52,10 +50,8 @@ class Count(_Rule):
     threshold: float = Field(..., ge=0, le=1_000_000)
 
 
-class Alerts(BaseModel):
+class Alerts(Strict):
     """Alert rules' thresholds, their destinations and the monitoring timings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     slack_channel: SlackChannel = "#llmfleet-alerts"
     slack_webhook_file: Path | None = Field(

@@ -13,14 +13,14 @@ import math
 from typing import Annotated, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from llmfleet.config.base import GPU_INSTANCE_FAMILIES, Strict
 
 # The AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): NVIDIA driver, Docker and
 # the NVIDIA Container Toolkit preinstalled. A public SSM parameter always names the newest build.
@@ -81,13 +81,7 @@ EDGE_METRICS_PORTS = {
 NAT_GATEWAY_USD_HOUR = 0.045
 
 
-class _Strict(BaseModel):
-    """model.Strict's twin: model.py imports this module, so this one cannot import it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NetworkSpec(_Strict):
+class NetworkSpec(Strict):
     """Where the fleet runs: an existing VPC and subnets, or a VPC created across `az_count` AZs.
 
     Without NAT (the default) GPU nodes sit in the public subnets with a public IPv4 address for
@@ -160,7 +154,7 @@ def _cidr(value: str) -> str:
 Cidr = Annotated[str, Field(description="an IPv4 or IPv6 CIDR block")]
 
 
-class EdgeSpec(_Strict):
+class EdgeSpec(Strict):
     """The edge node: one small instance behind an Elastic IP running nginx, Redis, the gateway
     and the upstream sync agent.
 
@@ -184,14 +178,12 @@ class EdgeSpec(_Strict):
     @field_validator("instance_type")
     @classmethod
     def _not_gpu(cls, value: str) -> str:
-        from llmfleet.config.model import GPU_INSTANCE_FAMILIES  # model.py imports this module
-
         if value.split(".", 1)[0] in GPU_INSTANCE_FAMILIES:
             raise ValueError("the edge needs no GPU; pick a small general-purpose type (t3.small)")
         return value
 
 
-class GpuNodeSpec(_Strict):
+class GpuNodeSpec(Strict):
     """How every GPU node boots: AMI, disk, vLLM's port, exporters and the HF token's place."""
 
     vllm_port: int = Field(8000, ge=1024, le=65535)
@@ -220,7 +212,7 @@ class GpuNodeSpec(_Strict):
         return self.hf_token_parameter or f"/llmfleet/{stack}/hf-token"
 
 
-class OnDemandFallback(_Strict):
+class OnDemandFallback(Strict):
     """The on-demand group beside the spot group: `fleet.instance_types[0]`, a warm pool of
     stopped instances (EBS cost only), and `min_size` nodes that are always on."""
 
@@ -251,7 +243,7 @@ SPOT_USD_HOUR = {
 }
 
 
-class Prices(_Strict):
+class Prices(Strict):
     """Hourly prices behind `llmfleet.local.cost.estimate_hourly_cost`; the defaults cover the kit's
     usual types, and a stack's own entries override or add to them."""
 

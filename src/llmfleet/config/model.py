@@ -11,8 +11,6 @@ from enum import StrEnum
 from typing import Annotated, Literal, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     field_validator,
@@ -21,6 +19,7 @@ from pydantic import (
 
 from llmfleet.config.alerts import Alerts
 from llmfleet.config.aws import EdgeSpec, GpuNodeSpec, NetworkSpec, OnDemandFallback, Prices
+from llmfleet.config.base import GPU_INSTANCE_FAMILIES, Strict
 from llmfleet.config.tiers import RateLimits
 
 # DNS-label-like: it becomes part of resource names, tags and Pulumi stack names.
@@ -36,17 +35,6 @@ NginxSize = Annotated[
     StringConstraints(pattern=r"^[0-9]+[kKmMgG]?$"),
     Field(description="an nginx size: a whole number with an optional k, m or g suffix, e.g. 1m"),
 ]
-
-# EC2 instance families with NVIDIA GPUs that vLLM supports; checked so a typo like
-# "g4dn.xlrge" or a CPU type fails at config time instead of at launch.
-GPU_INSTANCE_FAMILIES = ("g4dn", "g5", "g6", "g6e", "gr6", "p3", "p4d", "p4de", "p5", "p5e")
-
-
-class Strict(BaseModel):
-    """Base for config sections: unknown keys are errors, so a typo never passes silently."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 class ModelSpec(Strict):
     """Which model every GPU node serves, and how vLLM is started."""

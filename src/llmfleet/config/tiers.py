@@ -6,7 +6,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BeforeValidator, Field, StringConstraints
+
+from llmfleet.config.base import Strict
 
 TierName = Annotated[
     str,
@@ -36,10 +38,8 @@ class FailMode(StrEnum):
     CLOSED = "closed"  # refuse with 503 and Retry-After
 
 
-class Tier(BaseModel):
+class Tier(Strict):
     """One tier's limits."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     requests: Requests = Field(..., description="requests admitted per window, or 'unlimited'")
     window_s: float = Field(60.0, gt=0, le=86_400)
@@ -63,10 +63,8 @@ def _default_tiers() -> dict[str, Tier]:
     }
 
 
-class RateLimits(BaseModel):
+class RateLimits(Strict):
     """API keys, tiers and the gateway that enforces them at the edge."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tiers: dict[TierName, Tier] = Field(default_factory=_default_tiers, min_length=1)
     key_cache_ttl_s: float = Field(
