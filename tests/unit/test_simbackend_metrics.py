@@ -1,135 +1,82 @@
-"""The /metrics exposition: vLLM's names, types, HELP, labels and buckets, parsed back."""
+"""The simulator's /metrics exposition, read back with prometheus_client's parser: every vLLM
+family with its HELP, type and labels, cumulative buckets, and the engine's current values."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmfleet.local.simbackend.metrics import (
-    FINISHED_REASONS,
-    ITL_BUCKETS,
-    METRIC_NAMES,
-    METRICS,
-    REQUEST_LATENCY_BUCKETS,
-    TTFT_BUCKETS,
     EngineMetrics,
     Gauges,
-    build_1_2_5_buckets,
-    format_value,
+    engine_registry,
     parse_exposition,
-    render,
 )
+from llmfleet.observability.vllm_metrics import FINISHED_REASONS, METRIC_NAMES, METRICS
 
-# Straight from vllm/v1/metrics/loggers.py, written out again so a typo in the module fails here.
-VLLM_TTFT = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-             7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0]  # fmt: skip
-VLLM_ITL = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-            10.0, 20.0, 40.0, 80.0]  # fmt: skip
-VLLM_LATENCY = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
-                60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0]  # fmt: skip
-
-EXPECTED_TYPES = {
-    "vllm:num_requests_running": "gauge",
-    "vllm:num_requests_waiting": "gauge",
-    "vllm:kv_cache_usage_perc": "gauge",
-    "vllm:prompt_tokens_total": "counter",
-    "vllm:generation_tokens_total": "counter",
-    "vllm:request_success_total": "counter",
-    "vllm:num_preemptions_total": "counter",
-    "vllm:time_to_first_token_seconds": "histogram",
-    "vllm:inter_token_latency_seconds": "histogram",
-    "vllm:e2e_request_latency_seconds": "histogram",
-    "vllm:request_queue_time_seconds": "histogram",
-    "vllm:request_prompt_tokens": "histogram",
-    "vllm:request_generation_tokens": "histogram",
-}
+SUFFIXES = {"gauge": ("",), "counter": ("",), "histogram": ("_bucket", "_count", "_sum")}
 
 
-def rendered(metrics: EngineMetrics | None = None, gauges: Gauges | None = None) -> str:
-    return render(
-        metrics or EngineMetrics(4096), gauges or Gauges(3, 7, 0.25), model_name="my-model"
-    )
+def exposition(
+    metrics: EngineMetrics | None = None, gauges: Gauges | None = None, model: str = "my-model"
+) -> str:
+    registry = engine_registry(metrics or EngineMetrics(4096),
+                               lambda: gauges or Gauges(3, 7, 0.25), model)
+    return generate_latest(registry).decode()
 
 
-def test_bucket_constants_match_vllm() -> None:
-    assert list(TTFT_BUCKETS) == VLLM_TTFT
-    assert list(ITL_BUCKETS) == VLLM_ITL
-    assert list(REQUEST_LATENCY_BUCKETS) == VLLM_LATENCY
+def families(text: str) -> dict[str, Metric]:
+    """Parsed families by exposed name (the parser drops a counter's `_total`)."""
+    parsed = text_string_to_metric_families(text)
+    return {f"{f.name}_total" if f.type == "counter" else f.name: f for f in parsed}
 
 
-def test_1_2_5_buckets() -> None:
-    assert build_1_2_5_buckets(100) == (1, 2, 5, 10, 20, 50, 100)
-    assert build_1_2_5_buckets(4096) == (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+def values(family: Metric, **labels: str) -> dict[str, float]:
+    """Sample name (or `le` for buckets) → value, for the samples carrying `labels`."""
+    return {s.labels.get("le", s.name): s.value for s in family.samples
+            if labels.items() <= s.labels.items()}
 
 
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [(0.001, "0.001"), (1, "1.0"), (2560.0, "2560.0"), (math.inf, "+Inf"), (1e6, "1e+06"),
-     (0, "0.0"), (12.5, "12.5")],
-)  # fmt: skip
-def test_values_are_formatted_like_prometheus_client(value: float, text: str) -> None:
-    assert format_value(value) == text
+def test_every_vllm_family_is_exposed_with_its_help_type_and_labels() -> None:
+    found = families(exposition())
+    assert list(found) == list(METRIC_NAMES)
+    for spec in METRICS:
+        family = found[spec.name]
+        assert (family.type, family.documentation) == (spec.kind, spec.help)
+        names = {sample.name for sample in family.samples}
+        assert names == {spec.name + suffix for suffix in SUFFIXES[spec.kind]}, spec.name
+        for sample in family.samples:
+            assert sample.labels["model_name"] == "my-model"
+            assert sample.labels["engine"] == "0"
 
 
-def test_every_family_has_help_type_and_the_vllm_labels() -> None:
-    helps, types, samples = parse_exposition(rendered())
-    for name, kind in EXPECTED_TYPES.items():
-        assert types[name] == kind, name
-        assert helps[name], name
-    assert set(types) == set(METRIC_NAMES)
-    assert samples
-    for sample in samples:
-        assert sample.labels["model_name"] == "my-model"
-        assert sample.labels["engine"] == "0"
-
-
-def test_names_are_exported_in_one_place() -> None:
-    assert tuple(spec.name for spec in METRICS) == METRIC_NAMES
-    assert set(EXPECTED_TYPES) <= set(METRIC_NAMES)
-    assert len(set(METRIC_NAMES)) == len(METRIC_NAMES)
-
-
-def test_gauges_and_all_finish_reasons_present_from_start() -> None:
-    _, _, samples = parse_exposition(rendered())
-    values = {s.name: s.value for s in samples if not s.labels.get("finished_reason")}
-    assert values["vllm:num_requests_running"] == 3
-    assert values["vllm:num_requests_waiting"] == 7
-    assert values["vllm:kv_cache_usage_perc"] == 0.25
-    reasons = {
-        s.labels["finished_reason"]: s.value
-        for s in samples
-        if s.name == "vllm:request_success_total"
-    }
+def test_gauges_are_read_at_scrape_time_and_every_finish_reason_starts_at_zero() -> None:
+    state = {"gauges": Gauges(3, 7, 0.25)}
+    registry = engine_registry(EngineMetrics(4096), lambda: state["gauges"], "m")
+    found = families(generate_latest(registry).decode())
+    assert values(found["vllm:num_requests_running"]) == {"vllm:num_requests_running": 3}
+    assert values(found["vllm:num_requests_waiting"]) == {"vllm:num_requests_waiting": 7}
+    assert values(found["vllm:kv_cache_usage_perc"]) == {"vllm:kv_cache_usage_perc": 0.25}
+    reasons = {s.labels["finished_reason"]: s.value
+               for s in found["vllm:request_success_total"].samples}
     assert reasons == dict.fromkeys(FINISHED_REASONS, 0.0)
 
-
-@pytest.mark.parametrize(
-    ("family", "bounds"),
-    [
-        ("vllm:time_to_first_token_seconds", VLLM_TTFT),
-        ("vllm:inter_token_latency_seconds", VLLM_ITL),
-        ("vllm:e2e_request_latency_seconds", VLLM_LATENCY),
-        ("vllm:request_queue_time_seconds", VLLM_LATENCY),
-        ("vllm:request_prompt_tokens", [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]),
-        ("vllm:request_generation_tokens", [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]),
-    ],
-)
-def test_histogram_buckets_and_le_labels(family: str, bounds: list[float]) -> None:
-    text = rendered()
-    _, _, samples = parse_exposition(text)
-    les = [s.labels["le"] for s in samples if s.name == f"{family}_bucket"]
-    assert les == [format_value(b) for b in bounds] + ["+Inf"]
-    assert f'{family}_bucket{{engine="0",le="+Inf",model_name="my-model"}} 0.0' in text
-    names = {s.name for s in samples if s.name.startswith(family)}
-    assert names == {f"{family}_bucket", f"{family}_count", f"{family}_sum"}
+    state["gauges"] = Gauges(0, 1, 0.5)
+    found = families(generate_latest(registry).decode())
+    assert values(found["vllm:num_requests_waiting"]) == {"vllm:num_requests_waiting": 1}
 
 
-def test_ttft_le_strings_are_prometheus_client_floats() -> None:
-    _, _, samples = parse_exposition(rendered())
-    les = [s.labels["le"] for s in samples if s.name == "vllm:time_to_first_token_seconds_bucket"]
-    assert les[:3] == ["0.001", "0.005", "0.01"]
-    assert "1.0" in les and "2560.0" in les and les[-1] == "+Inf"
+@pytest.mark.parametrize("spec", [s for s in METRICS if s.kind == "histogram"],
+                         ids=lambda spec: spec.name)
+def test_histograms_expose_vllms_bounds_as_le_labels(spec) -> None:
+    token_bounds = ["1.0", "2.0", "5.0", "10.0", "20.0", "50.0", "100.0", "200.0", "500.0",
+                    "1000.0", "2000.0"]  # 1-2-5 up to max_model_len=4096
+    family = families(exposition())[spec.name]
+    les = [s.labels["le"] for s in family.samples if s.name.endswith("_bucket")]
+    expected = token_bounds if spec.token_buckets else [repr(float(b)) for b in spec.buckets]
+    assert les == [*expected, "+Inf"]
 
 
 def test_observations_land_in_cumulative_buckets() -> None:
@@ -138,31 +85,44 @@ def test_observations_land_in_cumulative_buckets() -> None:
         metrics.observe("vllm:time_to_first_token_seconds", value)
     metrics.inc("vllm:generation_tokens_total", 42)
     metrics.request_success["length"] += 2
-    _, _, samples = parse_exposition(rendered(metrics))
-    buckets = {
-        s.labels["le"]: s.value
-        for s in samples
-        if s.name == "vllm:time_to_first_token_seconds_bucket"
-    }
-    assert buckets["0.001"] == 2  # le is inclusive
-    assert buckets["0.25"] == 2
-    assert buckets["0.5"] == 3
-    assert buckets["2560.0"] == 3
-    assert buckets["+Inf"] == 4
-    by_name = {s.name: s.value for s in samples if "finished_reason" not in s.labels}
-    assert by_name["vllm:time_to_first_token_seconds_count"] == 4
-    assert by_name["vllm:time_to_first_token_seconds_sum"] == pytest.approx(5000.3015)
-    assert by_name["vllm:generation_tokens_total"] == 42
-    success = [s for s in samples if s.labels.get("finished_reason") == "length"]
-    assert success[0].value == 2
+    found = families(exposition(metrics))
+    ttft = values(found["vllm:time_to_first_token_seconds"])
+    assert ttft["0.001"] == 2  # le is inclusive
+    assert ttft["0.25"] == 2
+    assert ttft["0.5"] == 3
+    assert ttft["2560.0"] == 3
+    assert ttft["+Inf"] == 4
+    assert ttft["vllm:time_to_first_token_seconds_count"] == 4
+    assert ttft["vllm:time_to_first_token_seconds_sum"] == pytest.approx(5000.3015)
+    generated = values(found["vllm:generation_tokens_total"])
+    assert generated == {"vllm:generation_tokens_total": 42}
+    length = values(found["vllm:request_success_total"], finished_reason="length")
+    assert length == {"vllm:request_success_total": 2}
+
+
+def test_sums_keep_full_precision() -> None:
+    metrics = EngineMetrics(4096)
+    metrics.observe("vllm:request_decode_time_seconds", 80050817.90353458)
+    found = families(exposition(metrics))
+    decode = values(found["vllm:request_decode_time_seconds"])
+    assert decode["vllm:request_decode_time_seconds_sum"] == 80050817.90353458
 
 
 def test_label_values_are_escaped() -> None:
-    text = render(EngineMetrics(16), Gauges(0, 0, 0.0), model_name='we"ird\\name')
-    _, _, samples = parse_exposition(text)
-    assert samples[0].labels["model_name"] == 'we"ird\\name'
+    found = families(exposition(EngineMetrics(16), Gauges(0, 0, 0.0), 'we"ird\\name\nx'))
+    (sample,) = found["vllm:num_requests_running"].samples
+    assert sample.labels["model_name"] == 'we"ird\\name\nx'
 
 
-def test_parser_rejects_garbage() -> None:
+def test_parse_exposition_keys_families_as_exposed() -> None:
+    helps, types, samples = parse_exposition(exposition())
+    assert list(types) == list(METRIC_NAMES)
+    assert types["vllm:prompt_tokens_total"] == "counter"
+    assert helps["vllm:prompt_tokens_total"] == "Number of prefill tokens processed."
+    assert {s.name for s in samples} >= {"vllm:prompt_tokens_total",
+                                         "vllm:e2e_request_latency_seconds_bucket"}
+
+
+def test_parse_exposition_rejects_garbage() -> None:
     with pytest.raises(ValueError):
         parse_exposition("this is { not a sample\n")

@@ -21,10 +21,10 @@ from typing import Any, Literal
 import yaml
 
 from llmfleet.config import FleetConfig
-from llmfleet.local.simbackend import METRIC_NAMES as VLLM_METRIC_NAMES
 from llmfleet.observability import edge_exporter
 from llmfleet.observability.promql import family, metric_names, unguarded_divisions
 from llmfleet.observability.rules import recorded_names
+from llmfleet.observability.vllm_metrics import METRIC_NAMES as VLLM_METRIC_NAMES
 from llmfleet.paths import repo_root
 
 DATASOURCE = {"type": "prometheus", "uid": "llmfleet-prometheus"}

@@ -10,15 +10,13 @@ from llmfleet.local.simbackend.accesslog import (
     read_access_log,
 )
 from llmfleet.local.simbackend.faults import FAULT_MODES
-from llmfleet.local.simbackend.metrics import METRIC_NAMES, METRICS, parse_exposition
+from llmfleet.local.simbackend.metrics import parse_exposition
 from llmfleet.local.simbackend.openai_api import VLLM_VERSION, estimate_tokens
 from llmfleet.local.simbackend.presets import PRESETS, Preset, get_preset
 from llmfleet.local.simbackend.server import ServerThread, SimSettings, build_app, serve
 
 __all__ = [
     "FAULT_MODES",
-    "METRICS",
-    "METRIC_NAMES",
     "PRESETS",
     "VLLM_VERSION",
     "Preset",

@@ -1,126 +1,45 @@
-"""vLLM's Prometheus metrics, rendered in the text exposition format 0.0.4 without a client library.
+"""The simulated engine's counters and histograms, and vLLM's `/metrics` built from them.
 
-Names, types, HELP texts, labels and buckets follow vLLM V1 (`vllm/v1/metrics/loggers.py`) so that
-dashboards, alert rules and autoscalers written against a real `vllm serve` work unchanged against
-the simulator. Other modules import `METRIC_NAMES` / `METRICS` from here instead of retyping names.
+What is exposed (names, types, HELP, labels, buckets) is vLLM's contract and lives in
+`llmfleet.observability.vllm_metrics`; this module keeps the engine's state and, on each scrape,
+turns it into prometheus_client metric families.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 
-TTFT_BUCKETS: tuple[float, ...] = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-    10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
-)  # fmt: skip
-ITL_BUCKETS: tuple[float, ...] = (
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-    20.0, 40.0, 80.0,
-)  # fmt: skip
-REQUEST_LATENCY_BUCKETS: tuple[float, ...] = (
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
-    240.0, 480.0, 960.0, 1920.0, 7680.0,
-)  # fmt: skip
+from llmfleet.observability.vllm_metrics import (
+    FINISHED_REASONS,
+    METRIC_LABELS,
+    METRICS,
+    histogram_buckets,
+)
 
-FINISHED_REASONS: tuple[str, ...] = ("stop", "length", "abort")
-
-Kind = Literal["gauge", "counter", "histogram"]
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One metric family as exposed: `name` is the exposed name (counters end in `_total`)."""
-
-    name: str
-    kind: Kind
-    help: str
-    # Fixed bucket bounds for histograms; empty with token_buckets=True means 1-2-5 buckets up
-    # to max_model_len, as vLLM builds them for the token-count histograms.
-    buckets: tuple[float, ...] = ()
-    token_buckets: bool = False
-    extra_labels: tuple[str, ...] = ()
-
-
-METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("vllm:num_requests_running", "gauge",
-               "Number of requests in model execution batches."),
-    MetricSpec("vllm:num_requests_waiting", "gauge",
-               "Number of requests waiting to be processed."),
-    MetricSpec("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage."),
-    MetricSpec("vllm:prefix_cache_queries_total", "counter",
-               "Prefix cache queries, in terms of number of queried tokens."),
-    MetricSpec("vllm:prefix_cache_hits_total", "counter",
-               "Prefix cache hits, in terms of number of cached tokens."),
-    MetricSpec("vllm:num_preemptions_total", "counter",
-               "Cumulative number of preemption from the engine."),
-    MetricSpec("vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed."),
-    MetricSpec("vllm:generation_tokens_total", "counter",
-               "Number of generation tokens processed."),
-    MetricSpec("vllm:request_success_total", "counter",
-               "Count of successfully processed requests.", extra_labels=("finished_reason",)),
-    MetricSpec("vllm:request_prompt_tokens", "histogram", "Number of prefill tokens processed.",
-               token_buckets=True),
-    MetricSpec("vllm:request_generation_tokens", "histogram",
-               "Number of generation tokens processed.", token_buckets=True),
-    MetricSpec("vllm:time_to_first_token_seconds", "histogram",
-               "Histogram of time to first token in seconds.", TTFT_BUCKETS),
-    MetricSpec("vllm:inter_token_latency_seconds", "histogram",
-               "Histogram of inter-token latency in seconds.", ITL_BUCKETS),
-    MetricSpec("vllm:e2e_request_latency_seconds", "histogram",
-               "Histogram of e2e request latency in seconds.", REQUEST_LATENCY_BUCKETS),
-    MetricSpec("vllm:request_queue_time_seconds", "histogram",
-               "Histogram of time spent in WAITING phase for request.", REQUEST_LATENCY_BUCKETS),
-    MetricSpec("vllm:request_inference_time_seconds", "histogram",
-               "Histogram of time spent in RUNNING phase for request.", REQUEST_LATENCY_BUCKETS),
-    MetricSpec("vllm:request_prefill_time_seconds", "histogram",
-               "Histogram of time spent in PREFILL phase for request.", REQUEST_LATENCY_BUCKETS),
-    MetricSpec("vllm:request_decode_time_seconds", "histogram",
-               "Histogram of time spent in DECODE phase for request.", REQUEST_LATENCY_BUCKETS),
-)  # fmt: skip
-
-METRIC_NAMES: tuple[str, ...] = tuple(spec.name for spec in METRICS)
-METRIC_LABELS: tuple[str, ...] = ("model_name", "engine")
-
-
-def build_1_2_5_buckets(max_value: int) -> tuple[float, ...]:
-    """1, 2, 5, 10, 20, 50, ... up to `max_value` inclusive, as vLLM's build_1_2_5_buckets."""
-    buckets: list[float] = []
-    exponent = 0
-    while True:
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10**exponent
-            if value > max_value:
-                return tuple(float(b) for b in buckets)
-            buckets.append(value)
-        exponent += 1
-
-
-def format_value(value: float) -> str:
-    """A number as prometheus_client writes it ("1.0", "0.001", "+Inf", "1e+06")."""
-    value = float(value)
-    if value == math.inf:
-        return "+Inf"
-    if value == -math.inf:
-        return "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    text = repr(value)
-    dot = text.find(".")
-    # Go (and so prometheus_client) switches to exponent notation earlier than Python's repr.
-    if value > 0 and dot > 6:
-        mantissa = f"{text[0]}.{text[1:dot]}".rstrip("0.")
-        return f"{mantissa}e+0{dot - 1}"
-    return text
+# What prometheus_client's own /metrics handlers, and so vLLM's, answer a scraper that asks for
+# no particular format: the 0.0.4 text format. CONTENT_TYPE_LATEST says version=1.0.0 from
+# prometheus_client 0.23 on, which is not what a real vLLM sends.
+_, CONTENT_TYPE = choose_encoder("")
 
 
 class Histogram:
-    """Cumulative-on-render histogram with fixed upper bounds (the +Inf bucket is implicit)."""
+    """Per-bucket counts with fixed upper bounds (the +Inf bucket is implicit)."""
 
     __slots__ = ("bounds", "count", "counts", "sum")
 
@@ -147,16 +66,15 @@ class Histogram:
 
 
 class EngineMetrics:
-    """Counters and histograms of one engine. Gauges are read from the engine when rendering."""
+    """Counters and histograms of one engine. Gauges are read from the engine at scrape time."""
 
     def __init__(self, max_model_len: int) -> None:
-        token_buckets = build_1_2_5_buckets(max_model_len)
         self.counters: dict[str, float] = {
             spec.name: 0.0 for spec in METRICS if spec.kind == "counter" and not spec.extra_labels
         }
         self.request_success: dict[str, int] = dict.fromkeys(FINISHED_REASONS, 0)
         self.histograms: dict[str, Histogram] = {
-            spec.name: Histogram(token_buckets if spec.token_buckets else spec.buckets)
+            spec.name: Histogram(histogram_buckets(spec, max_model_len))
             for spec in METRICS
             if spec.kind == "histogram"
         }
@@ -179,95 +97,74 @@ class Gauges:
     kv_cache_usage: float
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class VllmCollector(Collector):
+    """vLLM's metric families for one engine serving `model_name`, built on each scrape."""
+
+    def __init__(
+        self,
+        metrics: EngineMetrics,
+        gauges: Callable[[], Gauges],
+        model_name: str,
+        engine: str = "0",
+    ) -> None:
+        self.metrics = metrics
+        self.gauges = gauges
+        self.label_values = (model_name, engine)  # in METRIC_LABELS' order
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family of `METRICS`, in order, with the engine's current values."""
+        base = self.label_values
+        gauges = self.gauges()
+        gauge_values = {
+            "vllm:num_requests_running": gauges.running,
+            "vllm:num_requests_waiting": gauges.waiting,
+            "vllm:kv_cache_usage_perc": gauges.kv_cache_usage,
+        }
+        for spec in METRICS:
+            family: Metric
+            if spec.kind == "gauge":
+                family = GaugeMetricFamily(spec.name, spec.help, labels=METRIC_LABELS)
+                family.add_metric(base, gauge_values[spec.name])
+            elif spec.kind == "counter" and spec.extra_labels:
+                family = CounterMetricFamily(
+                    spec.name, spec.help, labels=(*METRIC_LABELS, *spec.extra_labels)
+                )
+                for reason, count in self.metrics.request_success.items():
+                    family.add_metric((*base, reason), count)
+            elif spec.kind == "counter":
+                family = CounterMetricFamily(spec.name, spec.help, labels=METRIC_LABELS)
+                family.add_metric(base, self.metrics.counters[spec.name])
+            else:
+                histogram = self.metrics.histograms[spec.name]
+                family = HistogramMetricFamily(spec.name, spec.help, labels=METRIC_LABELS)
+                buckets = [(floatToGoString(le), count) for le, count in histogram.cumulative()]
+                family.add_metric(base, buckets, histogram.sum)
+            yield family
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _series(name: str, labels: dict[str, str], value: float) -> str:
-    # prometheus_client sorts label names in its exposition; do the same so diffs are byte-stable.
-    rendered = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items()))
-    return f"{name}{{{rendered}}} {format_value(value)}"
-
-
-def render(metrics: EngineMetrics, gauges: Gauges, model_name: str, engine: str = "0") -> str:
-    """The full /metrics body for one engine serving `model_name`."""
-    base = {"model_name": model_name, "engine": engine}
-    gauge_values = {
-        "vllm:num_requests_running": gauges.running,
-        "vllm:num_requests_waiting": gauges.waiting,
-        "vllm:kv_cache_usage_perc": gauges.kv_cache_usage,
-    }
-    lines: list[str] = []
-    for spec in METRICS:
-        lines.append(f"# HELP {spec.name} {_escape_help(spec.help)}")
-        lines.append(f"# TYPE {spec.name} {spec.kind}")
-        if spec.kind == "gauge":
-            lines.append(_series(spec.name, base, gauge_values[spec.name]))
-        elif spec.kind == "counter" and spec.extra_labels:
-            for reason, count in metrics.request_success.items():
-                lines.append(_series(spec.name, {**base, "finished_reason": reason}, count))
-        elif spec.kind == "counter":
-            lines.append(_series(spec.name, base, metrics.counters[spec.name]))
-        else:
-            histogram = metrics.histograms[spec.name]
-            for bound, cumulative in histogram.cumulative():
-                le = {**base, "le": format_value(bound)}
-                lines.append(_series(f"{spec.name}_bucket", le, cumulative))
-            lines.append(_series(f"{spec.name}_count", base, histogram.count))
-            lines.append(_series(f"{spec.name}_sum", base, histogram.sum))
-    return "\n".join(lines) + "\n"
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One parsed series line."""
-
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
-_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-_ESCAPE_RE = re.compile(r"\\(.)")
-
-
-def _unescape(match: re.Match[str]) -> str:
-    char = match.group(1)
-    return "\n" if char == "n" else char
+def engine_registry(
+    metrics: EngineMetrics, gauges: Callable[[], Gauges], model_name: str
+) -> CollectorRegistry:
+    """A registry of its own for one server's engine: several simulated backends may share a
+    process, and each must expose only its own engine."""
+    registry = CollectorRegistry()
+    registry.register(VllmCollector(metrics, gauges, model_name))
+    return registry
 
 
 def parse_exposition(text: str) -> tuple[dict[str, str], dict[str, str], list[Sample]]:
-    """Parse a text exposition into (HELP by family, TYPE by family, samples).
+    """(HELP by family, TYPE by family, samples) of a text exposition, read by prometheus_client's
+    parser. Families are keyed as exposed, so counters keep their `_total`.
 
-    Enough of the format for tests and tooling that scrape the simulator or a real vLLM; it
-    raises ValueError on a line it cannot read so a malformed exposition fails loudly.
+    For tests and tooling that scrape the simulator or a real vLLM; raises ValueError on a line
+    it cannot read so a malformed exposition fails loudly.
     """
     helps: dict[str, str] = {}
     types: dict[str, str] = {}
     samples: list[Sample] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        if line.startswith("# HELP "):
-            name, _, doc = line[len("# HELP ") :].partition(" ")
-            helps[name] = doc
-        elif line.startswith("# TYPE "):
-            name, _, kind = line[len("# TYPE ") :].partition(" ")
-            types[name] = kind
-        elif line.startswith("#"):
-            continue
-        else:
-            match = _SAMPLE_RE.match(line)
-            if match is None:
-                raise ValueError(f"unparseable exposition line: {line!r}")
-            labels = {
-                key: _ESCAPE_RE.sub(_unescape, value)
-                for key, value in _LABEL_RE.findall(match.group(2) or "")
-            }
-            samples.append(Sample(match.group(1), labels, float(match.group(3))))
+    for family in text_string_to_metric_families(text):
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        helps[name] = family.documentation
+        types[name] = family.type
+        samples.extend(family.samples)
     return helps, types, samples

@@ -26,12 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 
 from llmfleet.local.simbackend.accesslog import format_access_log_line, utc_timestamp
 from llmfleet.local.simbackend.driver import EngineLoop
 from llmfleet.local.simbackend.engine import EngineConfig, Sequence, SimEngine
 from llmfleet.local.simbackend.faults import FaultState, parse_fault
-from llmfleet.local.simbackend.metrics import CONTENT_TYPE, render
+from llmfleet.local.simbackend.metrics import CONTENT_TYPE, engine_registry
 from llmfleet.local.simbackend.openai_api import (
     SSE_DONE,
     VLLM_VERSION,
@@ -140,6 +141,7 @@ class SimBackend:
     log: LogSink
     exit_process: Callable[[int], None]
     rng: random.Random
+    registry: CollectorRegistry  # what /metrics exposes: this engine's families only
     by_status: Counter[int] = field(default_factory=Counter)
     open_streams: int = 0
     in_flight: int = 0  # generation requests between submit and their last byte
@@ -413,10 +415,8 @@ async def _version(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    backend = request.app[BACKEND]
-    engine = backend.engine
-    text = render(engine.metrics, engine.gauges(), backend.settings.served_names[0])
-    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+    body = generate_latest(request.app[BACKEND].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _get_fault(request: web.Request) -> web.Response:
@@ -477,6 +477,7 @@ def build_app(
         log=log,
         exit_process=exit_process,
         rng=random.Random(settings.seed),
+        registry=engine_registry(engine.metrics, engine.gauges, settings.served_names[0]),
     )
     app = web.Application(
         middlewares=[_frontend, _fault_gate], client_max_size=settings.max_body_bytes
