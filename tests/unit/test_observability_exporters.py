@@ -9,9 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 from urllib.request import Request, urlopen
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmfleet.local import alert_sink, top
-from llmfleet.local.simbackend import parse_exposition
 from llmfleet.observability.edge_exporter import EdgeExporter, LogTail, make_server
 
 
@@ -20,20 +20,22 @@ def line(status: int) -> str:
                        "status": status}) + "\n"
 
 
-def counts(exporter: EdgeExporter) -> dict[str, float]:
-    _, _, samples = parse_exposition(exporter.scrape())
-    return {s.labels.get("class", s.name): s.value for s in samples}
+def counts(text: str) -> dict[str, float]:
+    """Responses by class, and the unparsed lines by their series name."""
+    return {s.labels.get("class", s.name): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_responses_are_counted_by_class_from_zero(tmp_path):
     log = tmp_path / "access.log"
     log.write_text(line(200) * 5)  # before the exporter started: not counted
     exporter = EdgeExporter(log)
-    assert counts(exporter) == {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0,
-                                "llmfleet_edge_log_lines_unparsed_total": 0}
+    assert counts(exporter.scrape().decode()) == {
+        "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0,
+        "llmfleet_edge_log_lines_unparsed_total": 0}
     with log.open("a") as out:
         out.write(line(200) + line(429) + line(502) + line(504) + "not json\n")
-    found = counts(exporter)
+    found = counts(exporter.scrape().decode())
     assert (found["2xx"], found["4xx"], found["5xx"]) == (1, 1, 2)
     assert found["llmfleet_edge_log_lines_unparsed_total"] == 1
 
@@ -67,11 +69,27 @@ def served(tmp_path) -> Iterator[tuple[str, EdgeExporter]]:
     thread.join(5)
 
 
-def test_the_exporter_serves_metrics_and_health(served):
-    url, _ = served
+def test_the_exporter_serves_its_counters_and_health(served):
+    url, exporter = served
     with urlopen(url + "/metrics", timeout=5) as response:
-        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-        assert 'llmfleet_edge_responses_total{class="5xx"} 0' in response.read().decode()
+        assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+    responses = families["llmfleet_edge_responses"]
+    assert (responses.type, responses.documentation) == (
+        "counter", "Responses the edge sent to clients, by status class.")
+    assert [(s.name, s.labels, s.value) for s in responses.samples] == [
+        ("llmfleet_edge_responses_total", {"class": c}, 0.0)
+        for c in ("1xx", "2xx", "3xx", "4xx", "5xx")]
+    unparsed = families["llmfleet_edge_log_lines_unparsed"]
+    assert (unparsed.type, unparsed.documentation) == (
+        "counter", "Access-log lines without a readable status.")
+    assert [(s.name, s.labels) for s in unparsed.samples] == [
+        ("llmfleet_edge_log_lines_unparsed_total", {})]
+    assert set(families) == {"llmfleet_edge_responses", "llmfleet_edge_log_lines_unparsed"}
+
+    exporter.tail.path.write_text(line(503))
+    with urlopen(url + "/metrics", timeout=5) as response:
+        assert counts(response.read().decode())["5xx"] == 1
     with urlopen(url + "/health", timeout=5) as response:
         assert response.status == 200
 

@@ -18,14 +18,22 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 RESPONSES = "llmfleet_edge_responses_total"
 UNPARSED = "llmfleet_edge_log_lines_unparsed_total"
 METRIC_NAMES: tuple[str, ...] = (RESPONSES, UNPARSED)
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The text format 0.0.4, what prometheus_client's own handlers answer a scraper that asks for
+# no particular format (CONTENT_TYPE_LATEST says version=1.0.0 from prometheus_client 0.23 on).
+_, CONTENT_TYPE = choose_encoder("")
 
 
 class LogTail:
@@ -80,28 +88,34 @@ class EdgeCounts:
         else:
             self.unparsed += 1
 
-    def render(self) -> str:
-        lines = [f"# HELP {RESPONSES} Responses the edge sent to clients, by status class.",
-                 f"# TYPE {RESPONSES} counter"]
-        lines += [f'{RESPONSES}{{class="{c}"}} {n}' for c, n in self.responses.items()]
-        lines += [f"# HELP {UNPARSED} Access-log lines without a readable status.",
-                  f"# TYPE {UNPARSED} counter", f"{UNPARSED} {self.unparsed}"]
-        return "\n".join(lines) + "\n"
 
-
-class EdgeExporter:
-    """The tail and the counts behind one /metrics endpoint."""
+class EdgeExporter(Collector):
+    """The tail and the counts behind one /metrics endpoint; each scrape reads the new lines."""
 
     def __init__(self, access_log: Path):
         self.tail = LogTail(access_log)
         self.counts = EdgeCounts()
         self._lock = threading.Lock()
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
 
-    def scrape(self) -> str:
+    def collect(self) -> Iterator[Metric]:
         with self._lock:
             for line in self.tail.read_lines():
                 self.counts.add(line)
-            return self.counts.render()
+            responses = CounterMetricFamily(
+                RESPONSES, "Responses the edge sent to clients, by status class.",
+                labels=["class"])
+            for status_class, count in self.counts.responses.items():
+                responses.add_metric([status_class], count)
+            unparsed = CounterMetricFamily(
+                UNPARSED, "Access-log lines without a readable status.", self.counts.unparsed)
+        yield responses
+        yield unparsed
+
+    def scrape(self) -> bytes:
+        """The /metrics body: the counts after reading the log's new lines."""
+        return generate_latest(self.registry)
 
 
 def make_server(exporter: EdgeExporter, host: str, port: int) -> ThreadingHTTPServer:
@@ -110,12 +124,11 @@ def make_server(exporter: EdgeExporter, host: str, port: int) -> ThreadingHTTPSe
             if self.path == "/metrics":
                 self._answer(200, exporter.scrape(), CONTENT_TYPE)
             elif self.path == "/health":
-                self._answer(200, "ok\n", "text/plain")
+                self._answer(200, b"ok\n", "text/plain")
             else:
-                self._answer(404, "not found\n", "text/plain")
+                self._answer(404, b"not found\n", "text/plain")
 
-        def _answer(self, status: int, body: str, content_type: str) -> None:
-            data = body.encode()
+        def _answer(self, status: int, data: bytes, content_type: str) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
