@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmfleet.config import ConfigError, FleetConfig, read_yaml, validate
+from llmfleet.config import ConfigError, ConfigKind, FleetConfig, load_config
 from llmfleet.local.sandbox import SandboxError, default_state_dir, down, status, up
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -75,12 +75,15 @@ def _parser() -> argparse.ArgumentParser:
 
     cost_cmd = commands.add_parser(
         "cost", help="a stack's hourly cost at min, typical and max size, from its prices")
-    cost_cmd.add_argument("stack_file", type=Path, help="stacks/Pulumi.<client>-<env>.yaml")
+    cost_cmd.add_argument("stack_file", type=Path,
+                          help="a Pulumi stack file, stacks/Pulumi.<client>-<env>.yaml")
     cost_cmd.add_argument("--json", action="store_true")
     cost_cmd.set_defaults(handler=_cost)
 
-    check_cmd = commands.add_parser("check-config", help="validate a sandbox config file")
-    check_cmd.add_argument("file", type=Path)
+    check_cmd = commands.add_parser(
+        "check-config", help="validate a sandbox config or a Pulumi stack file")
+    check_cmd.add_argument("file", type=Path,
+                           help="e.g. examples/sandbox.yaml or stacks/Pulumi.<stack>.yaml")
     check_cmd.set_defaults(handler=_check_config)
     return parser
 
@@ -105,19 +108,14 @@ def _sandbox_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from(args: argparse.Namespace) -> FleetConfig:
-    data: dict[str, Any] = read_yaml(args.config) if args.config else {}
-    source = str(args.config) if args.config else "built-in defaults"
-    sandbox = dict(data.get("sandbox") or {})
-    overrides = {"backends": args.backends, "edge_port": args.port, "backend": args.backend}
-    sandbox.update({k: v for k, v in overrides.items() if v is not None})
-    if sandbox:
-        data["sandbox"] = sandbox
-    if args.model:
-        data["model"] = {**(data.get("model") or {}), "name": args.model}
-    if args.slack_webhook_file:
-        data["alerts"] = {**(data.get("alerts") or {}),
-                          "slack_webhook_file": str(args.slack_webhook_file.resolve())}
-    return validate(data, source + " with command-line options")
+    sandbox = {"backends": args.backends, "edge_port": args.port, "backend": args.backend}
+    overrides: dict[str, dict[str, Any]] = {
+        "sandbox": {k: v for k, v in sandbox.items() if v is not None},
+        "model": {"name": args.model} if args.model else {},
+        "alerts": ({"slack_webhook_file": str(args.slack_webhook_file.resolve())}
+                   if args.slack_webhook_file else {}),
+    }
+    return load_config(args.config, {k: v for k, v in overrides.items() if v}).config
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -173,16 +171,18 @@ def _sandbox_key_store(args: argparse.Namespace):
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    config = validate(read_yaml(args.file), str(args.file))
-    print(f"{args.file}: valid ({config.stack_name})")
+    loaded = load_config(args.file)
+    if loaded.kind is ConfigKind.STACK:
+        print(f"{args.file}: valid {loaded.kind} for stack {loaded.stack}")
+    else:
+        print(f"{args.file}: valid {loaded.kind} ({loaded.config.stack_name})")
     return EXIT_OK
 
 
 def _cost(args: argparse.Namespace) -> int:
-    from llmfleet.config import load_stack_file
     from llmfleet.local.cost import estimate_hourly_cost
 
-    config = load_stack_file(args.stack_file)
+    config = load_config(args.stack_file, kind=ConfigKind.STACK).config
     try:
         estimate = estimate_hourly_cost(config)
     except ValueError as error:

@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from llmfleet.config import ConfigError, FleetConfig, Strategy, load_yaml, read_yaml, validate
+from llmfleet.config import ConfigError, ConfigKind, FleetConfig, Strategy, load_config, validate
 
 
 def problems(data: dict) -> list[str]:
@@ -87,17 +88,17 @@ def test_error_message_names_the_source_and_counts_problems():
 def test_yaml_file_loads_and_missing_or_broken_files_are_clear(tmp_path: Path):
     good = tmp_path / "good.yaml"
     good.write_text("client: uni\nload_balancing:\n  strategy: round_robin\n")
-    assert load_yaml(good).load_balancing.strategy is Strategy.ROUND_ROBIN
+    assert load_config(good).config.load_balancing.strategy is Strategy.ROUND_ROBIN
     with pytest.raises(ConfigError, match="No such file"):
-        load_yaml(tmp_path / "absent.yaml")
+        load_config(tmp_path / "absent.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("client: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_yaml(broken)
+    with pytest.raises(ConfigError, match="not valid YAML at line 2"):
+        load_config(broken)
     listy = tmp_path / "list.yaml"
     listy.write_text("- a\n- b\n")
-    with pytest.raises(ConfigError, match="must be a mapping"):
-        load_yaml(listy)
+    with pytest.raises(ConfigError, match="top level is a list, not a mapping"):
+        load_config(listy)
 
 
 def test_gpu_weights_must_name_fleet_types_and_apply_per_type():
@@ -111,8 +112,9 @@ def test_gpu_weights_must_name_fleet_types_and_apply_per_type():
 
 def test_the_documented_example_is_valid_and_spells_out_every_default():
     example = Path(__file__).parents[2] / "examples" / "sandbox.yaml"
-    assert load_yaml(example) == FleetConfig()
-    data = read_yaml(example)
+    loaded = load_config(example)
+    assert (loaded.kind, loaded.config) == (ConfigKind.SANDBOX, FleetConfig())
+    data = yaml.safe_load(example.read_text(encoding="utf-8"))
     assert set(data) == set(FleetConfig.model_fields)
     for section, fields in data.items():
         if isinstance(fields, dict):

@@ -14,11 +14,12 @@ from llmfleet.config.model import (
     Strategy,
 )
 from llmfleet.config.sources import (
+    ConfigKind,
+    LoadedConfig,
     from_pulumi_config_env,
+    load_config,
     load_pulumi_stack,
-    load_stack_file,
     load_yaml,
-    read_yaml,
     validate,
 )
 from llmfleet.config.tiers import UNLIMITED, FailMode, RateLimits, Tier
@@ -29,6 +30,7 @@ __all__ = [
     "BackendKind",
     "ConfigError",
     "ConfigIssue",
+    "ConfigKind",
     "EdgeSpec",
     "FailMode",
     "Fleet",
@@ -36,6 +38,7 @@ __all__ = [
     "GpuNodeSpec",
     "InstanceType",
     "LoadBalancing",
+    "LoadedConfig",
     "ModelSpec",
     "NetworkSpec",
     "OnDemandFallback",
@@ -45,9 +48,8 @@ __all__ = [
     "Strategy",
     "Tier",
     "from_pulumi_config_env",
+    "load_config",
     "load_pulumi_stack",
-    "load_stack_file",
     "load_yaml",
-    "read_yaml",
     "validate",
 ]

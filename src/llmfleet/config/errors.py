@@ -13,7 +13,8 @@ from typing import Any, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-_MISSING = object()
+# A ConfigIssue about a key rather than its value (a missing or misplaced key) shows none.
+NO_VALUE = object()
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class ConfigIssue:
     problem: str
 
     def __str__(self) -> str:
-        if self.value is _MISSING:
+        if self.value is NO_VALUE:
             return f"{self.key}: {self.problem}"
         return f"{self.key}: got {_show(self.value)}; {self.problem}"
 
@@ -40,6 +41,14 @@ class ConfigError(ValueError):
         super().__init__("\n".join(lines))
 
 
+class ConfigFileError(ConfigError):
+    """The file as a whole is wrong (unreadable, not YAML, not a config at all): one line."""
+
+    def __init__(self, source: str, problem: str):
+        super().__init__(source, [ConfigIssue("(file)", NO_VALUE, problem)])
+        self.args = (f"{source}: {problem}",)
+
+
 def from_validation_error(
     source: str, error: ValidationError, model: type[BaseModel], prefix: str = ""
 ) -> ConfigError:
@@ -53,7 +62,7 @@ def from_validation_error(
             continue
         # A bad mapping key (a tier name, say) is reported against the mapping it is in.
         key = prefix + _dotted(loc[:-2] if loc and loc[-1] == "[key]" else loc)
-        value = record.get("input", _MISSING)
+        value = record.get("input", NO_VALUE)
         issues.append(ConfigIssue(key, value, _problem(record, model, loc)))
     return ConfigError(source, issues)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from llmfleet.config import FleetConfig, load_stack_file, load_yaml
+from llmfleet.config import load_config
 from llmfleet.gateway.keys import KeyRecord, KeyStore, UnknownKey
 
 # The running sandbox's key store, for when no --redis-url is given; it raises LookupError
@@ -98,13 +98,8 @@ def _store(args: argparse.Namespace, default_store: DefaultStore) -> KeyStore:
     password = os.environ.get("LLMFLEET_REDIS_PASSWORD")
     if args.redis_password_file:
         password = args.redis_password_file.read_text().strip()
-    config = _tiers_config(args.config) if args.config else FleetConfig()
+    config = load_config(args.config).config
     return KeyStore.connect(args.redis_url, password, set(config.rate_limits.tiers))
-
-
-def _tiers_config(path: Path) -> FleetConfig:
-    """The tiers from a sandbox config, or from a `stacks/Pulumi.<stack>.yaml` file."""
-    return load_stack_file(path) if path.name.startswith("Pulumi.") else load_yaml(path)
 
 
 def _check_overrides(args: argparse.Namespace) -> None:
