@@ -58,8 +58,9 @@ def test_the_stack_name_comes_from_the_file_name_as_for_pulumi():
     assert (loaded.stack, loaded.config.stack_name) == ("example", "acme-prod")
 
 
-def test_a_stack_file_is_recognised_by_its_content_whatever_its_name(tmp_path):
-    copy = tmp_path / "startup.yaml"
+@pytest.mark.parametrize("name", ["startup.yaml", "Pulumi.yaml"])
+def test_a_stack_file_is_recognised_by_its_content_whatever_its_name(tmp_path, name):
+    copy = tmp_path / name
     shutil.copy(STACKS / "Pulumi.startup-prod.yaml", copy)
     loaded = load_config(copy)
     assert loaded.kind is ConfigKind.STACK

@@ -233,7 +233,7 @@ def _merge(data: dict[str, Any], overrides: Overrides | None) -> dict[str, Any]:
 
 
 def _stack_name(path: Path) -> str | None:
-    if path.name.startswith("Pulumi.") and path.suffix in (".yaml", ".yml"):
+    if path.stem.startswith("Pulumi.") and path.suffix in (".yaml", ".yml"):
         return path.stem.removeprefix("Pulumi.") or None
     return None
 
