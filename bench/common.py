@@ -33,7 +33,7 @@ def sandbox(**sections: dict[str, Any]) -> Iterator[dict[str, Any]]:
         box.setdefault(key, free_port())
     with tempfile.TemporaryDirectory(prefix="llmfleet-bench-") as state:
         try:
-            yield up(validate(data, "bench"), Path(state), edge_port_explicit=True)
+            yield up(validate(data, "bench"), Path(state), edge_port_explicit=True).to_json()
         finally:
             down(Path(state))
 

@@ -9,19 +9,19 @@ from __future__ import annotations
 import shlex
 
 import jinja2
+from systemd_units import start_commands, unit_files
 
 from llmfleet.config import FleetConfig
-from llmfleet.config.aws import (
-    DCGM_EXPORTER_PORT,
-    EDGE_GATEWAY_PORT,
-    EDGE_LEASE_PORT,
-    EDGE_METRICS_PORTS,
-    EDGE_REDIS_PORT,
-    EDGE_STATUS_PORT,
-    NODE_EXPORTER_PORT,
-)
-from llmfleet.gateway.leases import lease_ttl_s
+from llmfleet.config.aws import DCGM_EXPORTER_PORT, NODE_EXPORTER_PORT
 from llmfleet.paths import images_dir
+from llmfleet.services import (
+    REDIS_EXPORTER_PASSWORD,
+    REDIS_PASSWORD,
+    GroupMembers,
+    Placement,
+    edge_services,
+    redis_settings,
+)
 
 # EC2 refuses user data above 16 KB (before base64).
 USER_DATA_LIMIT = 16 * 1024
@@ -56,23 +56,24 @@ def render_edge(
     """User data that takes the Elastic IP, installs llmfleet and runs on the edge: nginx,
     Redis (persistent, with a password made at first boot), the gateway, the sync agent over
     the two GPU groups, and the exporters the monitor scrapes."""
+    place = Placement.for_edge_host(
+        config, GroupMembers(region=region, groups=(spot_group, on_demand_group)))
+    services = edge_services(config, place)
     return _render(
         "edge",
         stack=stack,
         region=region,
+        place=place,
         fleet_json=config.model_dump_json(),
-        sync_interval_s=config.edge.sync_interval_s,
-        gateway_port=EDGE_GATEWAY_PORT,
-        lease_port=EDGE_LEASE_PORT,
-        lease_ttl_s=lease_ttl_s(config.load_balancing.read_timeout_s),
-        status_port=EDGE_STATUS_PORT,
-        redis_port=EDGE_REDIS_PORT,
-        metrics_ports=EDGE_METRICS_PORTS,
+        redis_settings=redis_settings(place),
+        redis_password_file=place.secret_source(REDIS_PASSWORD),
+        redis_exporter_password_file=place.secret_source(REDIS_EXPORTER_PASSWORD),
+        redis_url_for_exporter=place.redis_url.removesuffix("/0"),
+        units=unit_files(services, place),
+        start_commands=start_commands(services),
         eip_allocation_id=eip_allocation_id,
         bundle_bucket=bundle_bucket,
         bundle_key=bundle_key,
-        spot_group=spot_group,
-        on_demand_group=on_demand_group,
     )
 
 

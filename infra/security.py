@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from llmfleet.config.aws import DCGM_EXPORTER_PORT, EDGE_METRICS_PORTS, NODE_EXPORTER_PORT
+from llmfleet.config.aws import DCGM_EXPORTER_PORT, NODE_EXPORTER_PORT
+from llmfleet.services import EDGE_HOST_PORTS
 
 ANYWHERE = "0.0.0.0/0"
 
@@ -28,8 +29,8 @@ class SecurityGroups(pulumi.ComponentResource):
     - GPU nodes: vLLM's port from the edge only; vLLM's /metrics, DCGM (9400) and node exporter
       (9100) from the monitor only; out: HTTPS (images, weights, SSM, AWS APIs).
     - edge: 80 and 443 from `edge.allowed_cidrs` only (none by default); the metrics ports
-      (edge exporter 9180, gateway 8090, nginx exporter 9113, Redis exporter 9121: nginx on the
-      private address, forwarding /metrics only) from the monitor only; out: vLLM's port to the
+      (`EdgePorts.scraped()` in llmfleet.services: nginx on the private address, forwarding
+      /metrics only) from the monitor only; out: vLLM's port to the
       GPU nodes, HTTPS (AWS APIs, PyPI, S3) and HTTP (Ubuntu's package mirrors).
     - monitor (its instance comes with the observability work): nothing in; out: the scrape
       ports on the GPU nodes and on the edge, and HTTPS.
@@ -71,7 +72,7 @@ class SecurityGroups(pulumi.ComponentResource):
         for cidr in args.edge_cidrs:
             for web in (80, 443):
                 self._ingress("edge", f"{web}-from-{_slug(cidr)}", web, cidr=cidr)
-        for label, scraped in EDGE_METRICS_PORTS.items():
+        for label, scraped in EDGE_HOST_PORTS.scraped().items():
             self._ingress("edge", f"{label}-from-monitor", scraped, source="monitor")
         self._egress("edge", "vllm-to-gpu", port, source="gpu")
         self._egress("edge", "https", 443, cidr=ANYWHERE)
@@ -80,7 +81,7 @@ class SecurityGroups(pulumi.ComponentResource):
         for label, scraped in [("vllm-metrics", port), ("dcgm", DCGM_EXPORTER_PORT),
                                ("node-exporter", NODE_EXPORTER_PORT)]:
             self._egress("monitor", f"{label}-to-gpu", scraped, source="gpu")
-        for label, scraped in EDGE_METRICS_PORTS.items():
+        for label, scraped in EDGE_HOST_PORTS.scraped().items():
             self._egress("monitor", f"{label}-to-edge", scraped, source="edge")
         self._egress("monitor", "https", 443, cidr=ANYWHERE)
 

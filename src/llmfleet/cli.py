@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from llmfleet.config import ConfigError, ConfigKind, FleetConfig, load_config
-from llmfleet.local.sandbox import SandboxError, default_state_dir, down, status, up
+from llmfleet.local.sandbox import (
+    BackendStatus,
+    SandboxError,
+    SandboxStatus,
+    default_state_dir,
+    down,
+    status,
+    up,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -130,20 +138,20 @@ def _up(args: argparse.Namespace) -> int:
     config = _config_from(args)
     report = up(config, _state_dir(args), edge_port_explicit=args.port is not None, say=_say)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_json(), indent=2))
     else:
         _print_status(report)
-        print(f"\nEndpoint: {report['endpoint']}/v1  (stop with: llmfleet down)")
+        print(f"\nEndpoint: {report.endpoint}/v1  (stop with: llmfleet down)")
     return EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:
     report = status(_state_dir(args))
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_json(), indent=2))
     else:
         _print_status(report)
-    return EXIT_OK if report["running"] else EXIT_FAILED
+    return EXIT_OK if report.running else EXIT_FAILED
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -161,11 +169,9 @@ def _keys(args: argparse.Namespace) -> int:
 def _sandbox_key_store(args: argparse.Namespace):
     """The running sandbox's keys, for `llmfleet keys` without --redis-url."""
     from llmfleet.local.sandbox.auth import key_store
-    from llmfleet.local.sandbox.run import load_state
 
-    state_dir = _state_dir(args)
     try:
-        return key_store(state_dir, load_state(state_dir) or {})
+        return key_store(_state_dir(args))
     except SandboxError as error:
         raise LookupError(str(error)) from None
 
@@ -204,30 +210,28 @@ def _cost(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from llmfleet.local.demo import closing_words, run_demo
 
-    report, load = run_demo(_config_from(args), _state_dir(args), requests=args.requests,
-                            concurrency=args.concurrency,
-                            edge_port_explicit=args.port is not None, say=_say)
-    _print_status(report)
+    result = run_demo(_config_from(args), _state_dir(args), requests=args.requests,
+                      concurrency=args.concurrency, edge_port_explicit=args.port is not None,
+                      say=_say)
+    _print_status(result.sandbox)
     print()
-    print(load.render_text())
-    print(closing_words(report))
-    return EXIT_OK if load.all_ok else EXIT_FAILED
+    print(result.load.render_text())
+    print(closing_words(result))
+    return EXIT_OK if result.load.all_ok else EXIT_FAILED
 
 
-def _print_status(report: dict[str, Any]) -> None:
-    if not report["running"]:
+def _print_status(report: SandboxStatus) -> None:
+    if not report.running:
         print("The sandbox is not running (start it with: llmfleet up).")
         return
-    print(f"Sandbox {report['stack']}: endpoint {report['endpoint']}")
-    others = [v for k, v in report.items()
-              if isinstance(v, dict) and "pid" in v and k != "edge"]
-    for component in [report["edge"], *report["backends"], *others]:
-        if component is None:
-            continue
-        health = "healthy" if component["healthy"] else (
-            "UNHEALTHY" if component["running"] else "STOPPED")
-        print(f"  {component['name']:<13} {component['url']:<30} pid {component['pid']:<7} "
-              f"{health:<9} log {component['log']}")
+    print(f"Sandbox {report.stack}: endpoint {report.endpoint}")
+    for process in [*report.backends, *report.services.values()]:
+        health = "healthy" if process.healthy else (
+            "UNHEALTHY" if process.running else "STOPPED")
+        if isinstance(process, BackendStatus):
+            health = f"{health} ({process.state.value})"
+        print(f"  {process.name:<13} {process.url or '-':<30} pid {process.pid:<7} "
+              f"{health:<17} log {process.log}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,6 @@ def facts(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     state_dir = tmp_path_factory.mktemp("host-sandbox")
     config = validate({"sandbox": {"edge_port": free_port(), "base_port": free_port()}}, "test")
     try:
-        yield up(config, state_dir, edge_port_explicit=True)
+        yield up(config, state_dir, edge_port_explicit=True).to_json()
     finally:
         down(state_dir)

@@ -1,7 +1,7 @@
-"""What the edge's user data runs: the gateway and the edge exporter as services, Redis with a
-password made on the instance and persistence on, and the sync agent rendering nginx with the
-gateway, stub_status and the monitor's /metrics. Command lines are parsed by the programs' own
-argument parsers, so a flag the program does not know fails here, not at boot."""
+"""What the edge's user data runs: each service record of `llmfleet.services` as the systemd
+unit cloud-init writes, Redis with a password made on the instance and persistence on, and a
+real Redis with the edge's settings. (Both placements of the records, and the programs'
+own parsers on their command lines: tests/unit/test_services.py.)"""
 
 from __future__ import annotations
 
@@ -21,20 +21,16 @@ from infra_helpers import import_infra, stack_config_env
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from llmfleet.config import from_pulumi_config_env, load_yaml
+from llmfleet.config import from_pulumi_config_env, load_config
 from llmfleet.edge import sync
 from llmfleet.gateway.__main__ import parse_args as gateway_args
 from llmfleet.local.sandbox.ports import free_port
 from llmfleet.local.sandbox.processes import wait_until
 from llmfleet.observability.prometheus import aws_prometheus_config
+from llmfleet.services import GroupMembers, Placement, Service, edge_services
 
-GATEWAY_UNIT = "/etc/systemd/system/llmfleet-gateway.service"
-EXPORTER_UNIT = "/etc/systemd/system/llmfleet-edge-exporter.service"
-SYNC_UNIT = "/etc/systemd/system/llmfleet-sync.service"
 REDIS_CONF = "/etc/redis/llmfleet.conf"
 REDIS_AUTH = "/usr/local/sbin/llmfleet-redis-auth"
-NGINX_EXPORTER = "/etc/systemd/system/prometheus-nginx-exporter.service.d/llmfleet.conf"
-REDIS_EXPORTER = "/etc/systemd/system/prometheus-redis-exporter.service.d/llmfleet.conf"
 PRIVATE_IP = "10.0.1.23"
 
 
@@ -54,6 +50,12 @@ def files(data: dict[str, Any]) -> dict[str, str]:
     return {f["path"]: f["content"] for f in data["write_files"]}
 
 
+def edge_host(stack: str = "startup-prod") -> tuple[Any, Placement, list[Service]]:
+    config = from_pulumi_config_env(stack_config_env(stack), stack)
+    place = Placement.for_edge_host(config, GroupMembers("us-east-1", ("spot", "ondemand")))
+    return config, place, edge_services(config, place)
+
+
 def unit(text: str) -> dict[str, list[str]]:
     """A unit file's settings: every value of each key, in order (ExecStart= may repeat)."""
     settings: dict[str, list[str]] = {}
@@ -64,107 +66,79 @@ def unit(text: str) -> dict[str, list[str]]:
     return settings
 
 
-def argv(unit_text: str, module: str) -> list[str]:
-    """The arguments after `python -m <module>` in a unit's ExecStart."""
-    [command] = unit(unit_text)["ExecStart"]
-    words = shlex.split(command.replace("${LLMFLEET_PRIVATE_IP}", PRIVATE_IP))
-    assert words[:3] == ["/opt/llmfleet/venv/bin/python", "-m", module]
-    return words[3:]
+def test_every_record_becomes_the_unit_cloud_init_writes_with_its_exact_command_line():
+    _, place, services = edge_host()
+    written = files(edge_user_data("startup-prod"))
+    systemd = import_infra("systemd_units")
+    for service in services:
+        name = systemd.unit_name(service)
+        path = (f"/etc/systemd/system/{name}.d/llmfleet.conf" if service.packaged_unit
+                else f"/etc/systemd/system/{name}")
+        if service.packaged_unit and not service.replaces_command and not service.after:
+            assert path not in written, f"{name} runs as packaged"
+            continue
+        settings = unit(written[path])
+        if not service.packaged_unit or service.replaces_command:
+            # systemd splits ExecStart as a shell would (its own quoting): the same argv.
+            exec_start = settings["ExecStart"][-1].replace("${LLMFLEET_PRIVATE_IP}", PRIVATE_IP)
+            assert shlex.split(exec_start) == [
+                w.replace("${LLMFLEET_PRIVATE_IP}", PRIVATE_IP) for w in service.argv], name
+        for needed in service.after:
+            [other] = [s for s in services if s.name == needed]
+            assert systemd.unit_name(other) in settings["After"][0].split(), (name, needed)
+        for secret in service.secrets:
+            assert f"{secret}:{place.secret_source(secret)}" in settings["LoadCredential"]
 
 
-def runcmd_position(data: dict[str, Any], *words: str) -> int:
-    [index] = [i for i, command in enumerate(data["runcmd"])
-               if all(word in command for word in words)]
-    return index
-
-
-def test_the_gateway_runs_unprivileged_on_loopback_with_the_stacks_config(tmp_path):
+def test_the_gateway_runs_unprivileged_and_reads_its_password_as_a_credential(tmp_path):
     data = edge_user_data("example", load_balancing={"read_timeout_s": 120})
-    gateway = unit(files(data)[GATEWAY_UNIT])
-    args = gateway_args(argv(files(data)[GATEWAY_UNIT], "llmfleet.gateway"))
-
-    assert (args.host, args.port) == ("127.0.0.1", 8090)
-    assert args.config == Path("/etc/llmfleet/fleet.json")
-    assert args.redis_url == "redis://127.0.0.1:6379/0"
-    # The root-only password file reaches the gateway as a systemd credential (%d), never
-    # through a group or mode that opens the file itself.
-    assert gateway["LoadCredential"] == ["redis-password:/etc/llmfleet/redis-password"]
-    assert args.redis_password_file == Path("%d/redis-password")
-    assert args.lease_port == 8091
-    assert args.lease_ttl == 120 + 60
+    gateway = unit(files(data)["/etc/systemd/system/llmfleet-gateway.service"])
     assert gateway["User"] == ["llmfleet"] and gateway["Restart"] == ["always"]
-    assert "redis-server.service" in gateway["After"][0]
+    assert gateway["LoadCredential"] == ["redis-password:/etc/llmfleet/redis-password"]
+    args = gateway_args(shlex.split(gateway["ExecStart"][0])[3:])
+    assert args.redis_password_file == Path("%d/redis-password")
+    assert args.lease_ttl == 120 + 60
+    # "Started" means /health answers, so everything ordered after it finds it up.
+    [health] = gateway["ExecStartPost"]
+    assert health.startswith("/usr/bin/curl ") and health.endswith("/health")
     assert ["useradd", "--system", "--user-group", "--no-create-home", "--shell",
             "/usr/sbin/nologin", "llmfleet"] in data["runcmd"]
     # The config the gateway reads is the one the edge carries, and the gateway's loader takes it.
     carried = tmp_path / "fleet.json"
-    carried.write_text(files(data)["/etc/llmfleet/fleet.json"])
-    assert load_yaml(carried).load_balancing.read_timeout_s == 120
+    carried.write_text(files(data)[str(args.config)])
+    assert load_config(carried).config.load_balancing.read_timeout_s == 120
 
 
-def test_the_gateway_answers_before_the_sync_agent_turns_auth_on_in_nginx():
+def test_services_start_in_record_order_after_the_password_is_made():
     data = edge_user_data("university-prod")
-    gateway, sync_unit = unit(files(data)[GATEWAY_UNIT]), unit(files(data)[SYNC_UNIT])
-
-    # "Started" means /health answers, so everything ordered after the gateway finds it up.
-    [health] = gateway["ExecStartPost"]
-    assert health.startswith("/usr/bin/curl ") and "http://127.0.0.1:8090/health" in health
-    assert "llmfleet-gateway.service" in sync_unit["After"][0]
-    assert "llmfleet-gateway.service" in sync_unit["Wants"][0]
-    assert "llmfleet-gateway.service" in unit(
-        files(data)["/etc/systemd/system/nginx.service.d/llmfleet.conf"])["After"][0]
-    assert (runcmd_position(data, "enable", "llmfleet-gateway.service")
-            < runcmd_position(data, "enable", "llmfleet-sync.service"))
+    _, _, services = edge_host("university-prod")
+    systemd = import_infra("systemd_units")
+    started = [c[-1] for c in data["runcmd"] if c[:1] == ["systemctl"] and len(c) > 2]
+    assert started == [systemd.unit_name(s) for s in services]
+    auth = data["runcmd"].index([REDIS_AUTH])
+    assert all(data["runcmd"].index(c) > auth for c in data["runcmd"]
+               if c[:1] == ["systemctl"] and c[-1] != "daemon-reload")
 
 
-def test_the_sync_agent_renders_the_gateway_stub_status_and_the_monitors_ports():
-    data = edge_user_data("startup-prod")
-    sync_unit = files(data)[SYNC_UNIT]
-    args = sync._parser().parse_args(argv(sync_unit, "llmfleet.edge.sync"))
-
-    assert (args.gateway, args.lease_port) == ("127.0.0.1:8090", 8091)
-    assert args.status_listen == "127.0.0.1:8081"
-    assert unit(sync_unit)["EnvironmentFile"] == ["/etc/llmfleet/edge.env"]
+def test_the_sync_agent_serves_the_monitor_the_ports_its_prometheus_scrapes():
+    config, place, services = edge_host()
+    [sync_service] = [s for s in services if s.name == "sync"]
+    args = sync._parser().parse_args(
+        [w.replace("${LLMFLEET_PRIVATE_IP}", PRIVATE_IP) for w in sync_service.argv[3:]])
     assert args.metrics_address == PRIVATE_IP
-    # Exactly the ports the monitor's Prometheus scrapes on instances with the edge role.
-    config = from_pulumi_config_env(stack_config_env("startup-prod"), "startup-prod")
     scrape = yaml.safe_load(aws_prometheus_config(config, region="us-east-1",
                                                   stack="startup-prod"))
     edge_ports = {sd["port"] for job in scrape["scrape_configs"]
                   for sd in job.get("ec2_sd_configs", [])
                   if ["edge"] in (f["values"] for f in sd["filters"])}
-    assert set(args.metrics_ports) == edge_ports and len(args.metrics_ports) == 4
+    assert set(args.metrics_ports) == edge_ports == set(place.ports.scraped().values())
+    assert sync_service.environment_file == place.environment_file
     # The boot script writes the private address the unit reads.
-    boot = data["runcmd"][runcmd_position(data, "/usr/local/lib/llmfleet/edge_boot.py")]
-    assert boot[-1] == "/etc/llmfleet/edge.env"
-    assert 'LLMFLEET_PRIVATE_IP={private_ip}' in files(data)[
+    data = edge_user_data("startup-prod")
+    [boot] = [c for c in data["runcmd"] if "/usr/local/lib/llmfleet/edge_boot.py" in c]
+    assert boot[-1] == place.environment_file
+    assert "LLMFLEET_PRIVATE_IP={private_ip}" in files(data)[
         "/usr/local/lib/llmfleet/edge_boot.py"]
-
-
-def test_the_edge_exporter_reads_nginxs_access_log_on_loopback():
-    exporter = files(edge_user_data("example"))[EXPORTER_UNIT]
-    assert argv(exporter, "llmfleet.observability.edge_exporter") == [
-        "--access-log", "/var/log/nginx/access.log", "--host", "127.0.0.1", "--port", "9180"]
-    settings = unit(exporter)
-    assert settings["User"] == ["llmfleet"] and settings["SupplementaryGroups"] == ["adm"]
-    assert settings["Restart"] == ["always"]
-
-
-def test_the_packaged_exporters_bind_loopback_and_read_stub_status_and_redis():
-    data = edge_user_data("example")
-    assert {"prometheus-nginx-exporter", "prometheus-redis-exporter"} <= set(data["packages"])
-    nginx = unit(files(data)[NGINX_EXPORTER])
-    assert nginx["ExecStart"][0] == ""  # clears the package's command instead of adding one
-    assert shlex.split(nginx["ExecStart"][1])[1:] == [
-        "--web.listen-address=127.0.0.1:9113",
-        "--nginx.scrape-uri=http://127.0.0.1:8081/stub_status"]
-    redis_exporter = unit(files(data)[REDIS_EXPORTER])
-    assert redis_exporter["ExecStart"][0] == ""
-    assert shlex.split(redis_exporter["ExecStart"][1])[1:] == [
-        "--web.listen-address=127.0.0.1:9121", "--redis.addr=redis://127.0.0.1:6379",
-        "--redis.password-file=%d/redis-password.json"]
-    assert redis_exporter["LoadCredential"] == [
-        "redis-password.json:/etc/llmfleet/redis-exporter.json"]
 
 
 def test_redis_is_loopback_only_persistent_and_its_password_is_made_on_the_instance():
@@ -177,12 +151,9 @@ def test_redis_is_loopback_only_persistent_and_its_password_is_made_on_the_insta
     script = files(data)[REDIS_AUTH]
     assert "umask 077" in script
     assert "head -c 32 /dev/urandom" in script
-    assert 'if [[ ! -s $password_file ]]' in script, "a password made before is kept"
+    assert "if [[ ! -s $password_file ]]" in script, "a password made before is kept"
     assert "printf 'requirepass %s\\n' \"$password\" > /etc/redis/llmfleet-auth.conf" in script
     assert "include /etc/redis/llmfleet.conf' >> /etc/redis/redis.conf" in script
-    # Made after the package is installed, before anything that needs the password starts.
-    assert (runcmd_position(data, REDIS_AUTH)
-            < runcmd_position(data, "enable", "llmfleet-gateway.service"))
 
 
 def test_no_password_is_ever_written_into_the_user_data():

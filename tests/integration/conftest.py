@@ -36,11 +36,11 @@ def start_sandbox(tmp_path: Path) -> Iterator[StartSandbox]:
         state_dir = tmp_path / name
         started.append(state_dir)
         config = validate(data, "test")
-        box = up(config, state_dir, edge_port_explicit=True)
+        box = up(config, state_dir, edge_port_explicit=True).to_json()
         box["tiers"] = dict(config.rate_limits.tiers)
         box["api_key"] = None
         if config.sandbox.auth and "enterprise" in box["tiers"]:
-            box["api_key"], _ = key_store(state_dir, box).create("tests", "enterprise")
+            box["api_key"], _ = key_store(state_dir).create("tests", "enterprise")
         return box
 
     yield start

@@ -42,7 +42,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "edge_port", "base_port", "redis_port", "gateway_port")}},
     }, "test")
     try:
-        box = up(config, state_dir, edge_port_explicit=True)
+        box = up(config, state_dir, edge_port_explicit=True).to_json()
         box["tiers"] = TIERS
         box["issued"] = []  # every raw key handed out, for the log check
         yield box
@@ -52,7 +52,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture
 def keys(edge: dict[str, Any]) -> KeyStore:
-    return key_store(Path(edge["state_dir"]), edge)
+    return key_store(Path(edge["state_dir"]))
 
 
 def new_key(edge: dict[str, Any], keys: KeyStore, tier: str) -> str:

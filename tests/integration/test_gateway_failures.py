@@ -41,7 +41,7 @@ def test_redis_down_each_tier_fails_as_configured_then_recovers_without_restart(
         start_sandbox, capsys):
     box = start_sandbox(rate_limits={"tiers": TIERS, "redis_retry_s": 0.5})
     state_dir = Path(box["state_dir"])
-    keys = key_store(state_dir, box)
+    keys = key_store(state_dir)
     free, _ = keys.create("uni", "free")
     paid, _ = keys.create("startup", "paid")
     small, _ = keys.create("tiny", "small")
@@ -67,7 +67,7 @@ def test_redis_down_each_tier_fails_as_configured_then_recovers_without_restart(
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # The sandbox's Redis keeps no data: keys made before the crash are gone by design.
-        fresh = key_store(state_dir, box)
+        fresh = key_store(state_dir)
         assert wait_until(lambda: _answers(fresh), 10)
         again, _ = fresh.create("uni", "free")
         assert wait_until(lambda: get(box, again).status_code == 200, 10)
@@ -94,7 +94,7 @@ def _answers(store) -> bool:
 
 def test_in_flight_cap_refuses_the_third_stream_and_frees_slots_when_streams_end(start_sandbox):
     box = start_sandbox(rate_limits={"tiers": TIERS}, sandbox={"time_scale": 0.1})
-    key, _ = key_store(Path(box["state_dir"]), box).create("bank", "capped")
+    key, _ = key_store(Path(box["state_dir"])).create("bank", "capped")
     model = get(box, box["api_key"]).json()["data"][0]["id"]
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True,
             "max_tokens": 200}

@@ -17,7 +17,7 @@ from urllib.request import Request, urlopen
 import pytest
 
 from llmfleet.config import validate
-from llmfleet.local.sandbox.health import http_ok
+from llmfleet.local.sandbox.health import answers
 from llmfleet.local.sandbox.ports import free_port
 from llmfleet.local.sandbox.processes import launch, stop, wait_until
 from llmfleet.observability.alertmanager import render_alertmanager_config
@@ -101,7 +101,7 @@ def alertmanager(tmp_path: Path, slack) -> Iterator[str]:
         "--cluster.listen-address=",
     ], tmp_path / "alertmanager.log", url, url + "/-/ready")
     try:
-        assert wait_until(lambda: http_ok(url + "/-/ready"), 15), \
+        assert wait_until(lambda: answers(url + "/-/ready"), 15), \
             (tmp_path / "alertmanager.log").read_text()
         yield url
     finally:
@@ -227,7 +227,7 @@ def test_a_slow_backend_pages_slack_through_prometheus_and_alertmanager_then_res
                 "group_wait_s": 0, "group_interval_s": 1},
     )
     assert report["prometheus"]["healthy"] and report["alertmanager"]["healthy"]
-    assert "alert_sink" not in report  # Slack is configured: no local sink
+    assert "alert-sink" not in report  # Slack is configured: no local sink
     prometheus = report["prometheus"]["url"]
     traffic = Traffic(report["endpoint"], clients=4)
     try:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from llmfleet.local.dashboards import exporter_metrics_file
-from llmfleet.local.sandbox.health import http_ok
+from llmfleet.local.sandbox.health import answers
 from llmfleet.local.sandbox.ports import free_port
 from llmfleet.local.sandbox.processes import launch, stop, wait_until
 from llmfleet.local.simbackend import parse_exposition
@@ -28,7 +28,7 @@ def test_the_node_exporter_exposes_every_name_the_fixture_lists(tmp_path: Path):
         f"--web.listen-address=127.0.0.1:{port}",
     ], tmp_path / "node-exporter.log", url, url)
     try:
-        assert wait_until(lambda: http_ok(url), 15), (tmp_path / "node-exporter.log").read_text()
+        assert wait_until(lambda: answers(url), 15), (tmp_path / "node-exporter.log").read_text()
         with urlopen(url, timeout=10) as response:
             _, _, samples = parse_exposition(response.read().decode())
     finally:

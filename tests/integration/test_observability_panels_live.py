@@ -81,7 +81,7 @@ def test_status_lists_prometheus_alertmanager_and_the_sink_that_logs_alerts(star
     started = time.monotonic()
     report = start_sandbox(sandbox={"auth": False}, alerts={"group_wait_s": 0})
     assert time.monotonic() - started < 5  # `up` stays quick with monitoring in it
-    for kind in ("prometheus", "alertmanager", "alert_sink", "edge_exporter"):
+    for kind in ("prometheus", "alertmanager", "alert-sink", "edge-exporter"):
         assert report[kind]["healthy"], kind
         assert report[kind]["url"].startswith("http://127.0.0.1:")
     # An alert posted to this Alertmanager is written to the sink's log.
@@ -92,7 +92,7 @@ def test_status_lists_prometheus_alertmanager_and_the_sink_that_logs_alerts(star
                       json.dumps(alert).encode(), {"Content-Type": "application/json"})
     with urlopen(request, timeout=5) as response:
         assert response.status == 200
-    log = Path(report["alert_sink"]["log"])
+    log = Path(report["alert-sink"]["log"])
     assert wait_until(lambda: "ALERT FIRING LLMFleetTargetDown" in log.read_text(), 15)
 
 

@@ -66,7 +66,7 @@ def test_up_starts_healthy_backends_and_edge_and_status_reports_them(state_dir):
     for backend in report["backends"]:
         assert backend["healthy"] and backend["url"].startswith("http://127.0.0.1:")
         assert Path(backend["log"]).is_file() and alive(backend["pid"])
-    assert report["edge"]["healthy"]
+    assert report["nginx"]["healthy"]
     assert report["redis"]["healthy"] and report["redis"]["url"].startswith("redis://127.0.0.1:")
     assert report["gateway"]["healthy"]
 

@@ -64,19 +64,7 @@ Usd = Annotated[float, Field(ge=0, le=1000)]
 # The Prometheus exporters on every GPU node (vLLM's own /metrics is on its API port).
 DCGM_EXPORTER_PORT = 9400
 NODE_EXPORTER_PORT = 9100
-# The edge's own services. Only nginx's public port faces clients; everything else binds loopback:
-# the monitor scrapes the edge's metrics ports on its private address, where nginx forwards
-# `/metrics` alone to the loopback listener of the same port (images/edge/nginx.conf.j2).
-EDGE_GATEWAY_PORT = 8090
-EDGE_LEASE_PORT = 8091  # UDP: nginx's syslog lines that give in-flight slots back
-EDGE_STATUS_PORT = 8081  # nginx stub_status, read by the nginx exporter
-EDGE_REDIS_PORT = 6379
-EDGE_METRICS_PORTS = {
-    "edge-exporter": 9180,  # llmfleet.observability.edge_exporter (the access log)
-    "gateway": EDGE_GATEWAY_PORT,
-    "nginx-exporter": 9113,
-    "redis-exporter": 9121,
-}
+# The edge's ports are in llmfleet.services, with the services that use them.
 # A NAT gateway in us-east-1 costs USD 0.045/hour (about 32/month) plus 0.045 per GB processed.
 NAT_GATEWAY_USD_HOUR = 0.045
 

@@ -139,8 +139,9 @@ class Sandbox(Strict):
     health_timeout_s: float = Field(30.0, gt=0, le=3600)
     auth: bool = Field(True, description="run Redis and the gateway; require API keys")
     monitoring: bool = Field(True, description="run Prometheus and Alertmanager")
-    redis_port: int = Field(6380, ge=1024, le=65535)
-    gateway_port: int = Field(8090, ge=1024, le=65535)
+    # None: the edge host's own ports (llmfleet.services); a free port wherever one is taken.
+    redis_port: int | None = Field(None, ge=1024, le=65535)
+    gateway_port: int | None = Field(None, ge=1024, le=65535)
 
 
 class FleetConfig(Strict):

@@ -102,7 +102,7 @@ def render_nginx_conf(
 ) -> str:
     """Return nginx.conf text for this fleet and these upstreams.
 
-    `status_listen` (e.g. "127.0.0.1:8081") adds a loopback-only stub_status server for the
+    `status_listen` (a loopback address) adds a loopback-only stub_status server for the
     nginx Prometheus exporter. `gateway` turns on API keys and rate limits (auth_request).
     `metrics` lets the monitor scrape loopback-only exporters (see `MetricsProxy`).
     """

@@ -1,7 +1,7 @@
 """Where the sandbox's alerts go when no Slack webhook is configured: an Alertmanager webhook
 receiver that prints one line per alert, so `tail -f` on its log shows what would have paged.
 
-    python -m llmfleet.local.alert_sink --host 127.0.0.1 --port 9095
+    python -m llmfleet.local.alert_sink --host 127.0.0.1 --port PORT
 
 Alertmanager posts to `/alerts`; `GET /health` answers 200.
 """
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmfleet.local.alert_sink",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9095)
+    parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     server = make_server(args.host, args.port)
     print(f"alert sink on http://{args.host}:{server.server_port}/alerts pid={os.getpid()}",

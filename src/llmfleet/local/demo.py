@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.error import HTTPError
@@ -12,42 +13,48 @@ from urllib.request import Request, urlopen
 
 from llmfleet.config import FleetConfig
 from llmfleet.local.loadgen import LoadReport, LoadSpec, run_load_sync
-from llmfleet.local.sandbox import status, up
+from llmfleet.local.sandbox import SandboxStatus, status, up
 from llmfleet.local.sandbox.auth import key_store
 
 
+@dataclass(frozen=True)
+class DemoResult:
+    sandbox: SandboxStatus
+    load: LoadReport
+    demo_key: str | None
+    model: str
+
+
 def run_demo(config: FleetConfig, state_dir: Path, *, requests: int, concurrency: int,
-             edge_port_explicit: bool, say: Callable[[str], None]) -> tuple[dict, LoadReport]:
+             edge_port_explicit: bool, say: Callable[[str], None]) -> DemoResult:
     report = status(state_dir)
-    if report["running"]:
-        say(f"using the sandbox already running at {report['endpoint']}")
+    if report.running:
+        say(f"using the sandbox already running at {report.endpoint}")
     else:
         report = up(config, state_dir, edge_port_explicit=edge_port_explicit, say=say)
-    endpoint = report["endpoint"]
+    endpoint = report.endpoint or ""
     demo_key = None
-    if "gateway" in report:
-        store = key_store(state_dir, report)
+    if report.service("gateway"):
+        store = key_store(state_dir)
         demo_key, record = store.create("demo", _tier(store.tiers, "enterprise"))
         say(f"created API key {record.id} for client 'demo' on tier {record.tier}")
         _show_a_free_key_hitting_its_limit(endpoint, store, say)
     say(f"sending {requests} streaming chat requests, {concurrency} at a time")
     load = run_load_sync(LoadSpec(url=endpoint, api_key=demo_key, requests=requests,
                                   concurrency=concurrency, max_duration_s=120))
-    report["demo_key"] = demo_key
     models = _get_with_headers(endpoint + "/v1/models", demo_key)[1]
-    report["model"] = json.loads(models)["data"][0]["id"]
-    return report, load
+    return DemoResult(report, load, demo_key, json.loads(models)["data"][0]["id"])
 
 
-def closing_words(report: dict[str, Any]) -> str:
-    endpoint, key = report["endpoint"], report.get("demo_key")
+def closing_words(result: DemoResult) -> str:
+    endpoint, key = result.sandbox.endpoint, result.demo_key
     auth = f" \\\n    -H 'Authorization: Bearer {key}'" if key else ""
     keys_help = ("\n  .venv/bin/llmfleet keys create --client you --tier free  # a key of your own"
                  if key else "")
     return f"""
 The API is up at {endpoint}/v1 (OpenAI-compatible). Try:
   curl -s {endpoint}/v1/chat/completions -H 'content-type: application/json'{auth} \\
-    -d '{{"model": "{report["model"]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+    -d '{{"model": "{result.model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
   .venv/bin/llmfleet status            # what runs, and the log files{keys_help}
   .venv/bin/llmfleet load -n 200 -c 20 --api-key KEY   # more traffic
 Stop it with:

@@ -150,5 +150,5 @@ def _pct(value: float | None) -> str:
 
 
 def _sandbox_prometheus(state_dir: Path | None) -> str | None:
-    component = status(state_dir or default_state_dir()).get("prometheus")
-    return component["url"] if component and component["running"] else None
+    prometheus = status(state_dir or default_state_dir()).service("prometheus")
+    return prometheus.url if prometheus and prometheus.running else None

@@ -7,7 +7,7 @@ what nginx answers itself (502 with no backend left, 504, 413) nor what the gate
 scrape and follows the file across truncation and rotation.
 
     python -m llmfleet.observability.edge_exporter --access-log /var/log/nginx/access.log \
-        --host 127.0.0.1 --port 9180
+        --host 127.0.0.1 --port PORT
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-log", type=Path, required=True,
                         help="nginx access log in llmfleet's JSON format")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9180)
+    parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     server = make_server(EdgeExporter(args.access_log), args.host, args.port)
     print(f"edge exporter on http://{args.host}:{server.server_port}/metrics reading "

@@ -15,9 +15,10 @@ from pathlib import Path
 import jinja2
 
 from llmfleet.config import FleetConfig
-from llmfleet.config.aws import DCGM_EXPORTER_PORT, EDGE_METRICS_PORTS, NODE_EXPORTER_PORT
+from llmfleet.config.aws import DCGM_EXPORTER_PORT, NODE_EXPORTER_PORT
 from llmfleet.observability.promql import duration
 from llmfleet.paths import images_dir
+from llmfleet.services import EDGE_HOST_PORTS, MONITOR_HOST_PORTS
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,6 @@ class Job:
 class Ec2Discovery:
     region: str
     stack: str  # the Pulumi stack name, as in the `llmfleet:stack` tag
-
-
-MONITOR_PORTS = {"prometheus": 9090, "alertmanager": 9093}
 
 
 def render_prometheus_config(
@@ -88,18 +86,20 @@ def aws_prometheus_config(config: FleetConfig, *, region: str, stack: str,
         Job("dcgm", port=DCGM_EXPORTER_PORT, roles=gpu),
         Job("node", port=NODE_EXPORTER_PORT, roles=gpu),
         # The edge's ports are nginx on its private address, forwarding /metrics only.
-        Job("edge", port=EDGE_METRICS_PORTS["edge-exporter"], roles=edge),
-        Job("gateway", port=EDGE_METRICS_PORTS["gateway"], roles=edge),
-        Job("nginx", port=EDGE_METRICS_PORTS["nginx-exporter"], roles=edge),  # stub_status
-        Job("redis", port=EDGE_METRICS_PORTS["redis-exporter"], roles=edge),
+        Job("edge", port=EDGE_HOST_PORTS.edge_exporter, roles=edge),
+        Job("gateway", port=EDGE_HOST_PORTS.gateway, roles=edge),
+        Job("nginx", port=EDGE_HOST_PORTS.nginx_exporter, roles=edge),  # stub_status
+        Job("redis", port=EDGE_HOST_PORTS.redis_exporter, roles=edge),
     ]
+    monitor = MONITOR_HOST_PORTS
     local = [
         Job(name, static=(Target(f"localhost:{port}", {"role": "monitor"}),))
-        for name, port in MONITOR_PORTS.items()
+        for name, port in (("prometheus", monitor.prometheus),
+                           ("alertmanager", monitor.alertmanager))
     ]
     return render_prometheus_config(
         config, [*discovered, *local], rule_files=[rules_file],
-        alertmanagers=[f"localhost:{MONITOR_PORTS['alertmanager']}"],
+        alertmanagers=[f"localhost:{monitor.alertmanager}"],
         ec2=Ec2Discovery(region, stack),
     )
 

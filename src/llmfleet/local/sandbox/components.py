@@ -1,66 +1,87 @@
-"""The sandbox's components, each a function that starts its processes on a SandboxRun.
-
-`up` calls them in `STARTERS` order and waits for each one's processes to be healthy before
-the next starts, so a component can rely on the facts the earlier ones published.
-"""
+"""What `up` starts, in order: the backends, then the edge's services from the same records the
+AWS edge runs as systemd units (`llmfleet.services`), then monitoring."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
+from pathlib import Path
 
-from llmfleet.edge.nginx import (
-    NginxPaths,
-    Upstream,
-    check_nginx_conf,
-    nginx_binary,
-    render_nginx_conf,
-)
-from llmfleet.local.sandbox.auth import gateway_hook, start_gateway, start_redis
+from llmfleet.edge.members import Member, write_members_file
 from llmfleet.local.sandbox.backends import backend_command, backend_name
-from llmfleet.local.sandbox.monitoring import start_alertmanager, start_prometheus
-from llmfleet.local.sandbox.ports import LOOPBACK
-from llmfleet.local.sandbox.run import SandboxError, SandboxRun
+from llmfleet.local.sandbox.ports import LOOPBACK, free_udp_port
+from llmfleet.local.sandbox.run import SandboxRun
+from llmfleet.services import (
+    EDGE_HOST_PORTS,
+    REDIS_PASSWORD,
+    EdgePorts,
+    Placement,
+    edge_services,
+    redis_settings,
+)
 
 
-def start_backends(run: SandboxRun) -> None:
+def claim_edge_ports(run: SandboxRun, *, edge_port_explicit: bool) -> EdgePorts:
+    """The edge's ports on loopback: the configured or usual ones where free. The edge port is
+    claimed first: it is the one a user asked for by number."""
+    sandbox = run.config.sandbox
+    http = run.port(sandbox.edge_port, explicit=edge_port_explicit)
+    # Ports of services the sandbox does not run stay 0.
+    return EdgePorts(
+        http=http,
+        gateway=run.port(sandbox.gateway_port or EDGE_HOST_PORTS.gateway) if sandbox.auth else 0,
+        lease=free_udp_port() if sandbox.auth else 0,
+        redis=run.port(sandbox.redis_port or EDGE_HOST_PORTS.redis) if sandbox.auth else 0,
+        status=0,
+        edge_exporter=run.port(EDGE_HOST_PORTS.edge_exporter) if sandbox.monitoring else 0,
+        nginx_exporter=0,
+        redis_exporter=0,
+    )
+
+
+def start_backends(run: SandboxRun) -> list[Member]:
     """N model servers on base_port, base_port + 1, ... (free ports where those are taken)."""
     sandbox = run.config.sandbox
-    upstreams = []
+    members, records = [], []
     for index in range(sandbox.backends):
         name = backend_name(index)
         port = run.port(sandbox.base_port + index)
         url = f"http://{LOOPBACK}:{port}"
         run.say(f"starting {name} ({sandbox.backend.value}) on {url}")
-        run.launch(name, "backend", backend_command(run.config, index, port), url, url + "/health")
-        upstreams.append({"name": name, "host": LOOPBACK, "port": port})
-    run.facts["upstreams"] = upstreams
+        records.append(run.launch(name, "backend", backend_command(run.config, index, port),
+                                  url, url + "/health"))
+        members.append(Member(name=name, host=LOOPBACK, port=port))
+    run.wait_healthy(records)
+    return members
 
 
-def start_edge(run: SandboxRun) -> None:
-    """nginx rendered from the same template as the AWS edge, in front of the backends."""
-    port = run.facts["edge_port"]
-    endpoint = f"http://{LOOPBACK}:{port}"
-    upstreams = [Upstream(u["name"], u["host"], u["port"]) for u in run.facts["upstreams"]]
-    nginx_dir = run.state_dir / "nginx"
-    paths = NginxPaths.under(nginx_dir)
-    paths.make_dirs()
+def start_edge(run: SandboxRun, place: Placement, backends: list[Member]) -> None:
+    """The files the edge's services share, then each service in order, healthy before the
+    next one starts."""
+    Path(place.nginx_conf).parent.mkdir(exist_ok=True)
+    write_members_file(Path(place.members.path), backends)
     # The sandbox shows which backend served each response (the load report counts them).
     lb = run.config.load_balancing.model_copy(update={"expose_upstream_header": True})
     config = run.config.model_copy(update={"load_balancing": lb})
-    conf = nginx_dir / "nginx.conf"
-    conf.write_text(render_nginx_conf(config, upstreams, listen=f"{LOOPBACK}:{port}",
-                                      paths=paths, gateway=gateway_hook(run)))
-    check = check_nginx_conf(conf)
-    if not check.ok:
-        raise SandboxError(f"nginx rejected the rendered config {conf}:\n{check.output}")
-    run.state["nginx_conf"] = str(conf)
-    run.say(f"starting nginx (edge, {lb.strategy.value}) on {endpoint}")
-    run.launch("edge", "edge",
-               [nginx_binary(), "-c", str(conf), "-e", paths.error_log, "-g", "daemon off;"],
-               endpoint, endpoint + "/health")
+    Path(place.config_file).write_text(config.model_dump_json(indent=2))
+    if place.auth:
+        _write_redis_files(place)
+    for service in edge_services(config, place):
+        run.say(f"starting {service.name}" + (f" on {service.url}" if service.url else ""))
+        run.wait_healthy([run.launch(service.name, service.name, service.argv, service.url,
+                                     service.health)])
 
 
-# Order matters: each starter may use what the ones before it published in run.facts.
-STARTERS: list[Callable[[SandboxRun], None]] = [
-    start_backends, start_redis, start_gateway, start_edge, start_alertmanager, start_prometheus,
-]
+def _write_redis_files(place: Placement) -> None:
+    """A fresh random password (0600) and Redis's settings: the sandbox's keys live as long
+    as the sandbox."""
+    for folder in (place.secrets_dir, place.redis_dir):
+        Path(folder).mkdir(mode=0o700, exist_ok=True)
+    password = Path(place.secret_source(REDIS_PASSWORD))
+    password.touch(mode=0o600)
+    password.write_text(secrets.token_urlsafe(24))
+    conf = Path(place.redis_dir) / "redis.conf"
+    conf.touch(mode=0o600)
+    conf.write_text("\n".join([
+        *redis_settings(place), f"requirepass {password.read_text()}", f"dir {place.redis_dir}",
+        "daemonize no", 'logfile ""', "",
+    ]))

@@ -1,17 +1,21 @@
-"""Health probes: a plain HTTP GET with a short timeout."""
+"""Health probes for the sandbox's processes: HTTP, Redis, or a file that appears."""
 
 from __future__ import annotations
 
 import http.client
 import socket
+from pathlib import Path
 from urllib.parse import urlsplit
 
 
-def http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    """True when `url` answers 2xx within the timeout (for redis:// URLs: answers PING)."""
+def answers(url: str, timeout_s: float = 1.0) -> bool:
+    """True when `url` answers 2xx within the timeout; redis://: answers PING; file://: the
+    file exists (what a service without a port writes once it has done its first work)."""
     parts = urlsplit(url)
     if parts.scheme == "redis":
-        return redis_answers(parts.hostname or "127.0.0.1", parts.port or 6379, timeout_s)
+        return redis_answers(parts.hostname or "127.0.0.1", parts.port or 0, timeout_s)
+    if parts.scheme == "file":
+        return Path(parts.path).exists()
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
     try:
         connection.request("GET", parts.path or "/")

@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from llmfleet.config import FleetConfig
-from llmfleet.local.sandbox.components import STARTERS
-from llmfleet.local.sandbox.health import http_ok
+from llmfleet.local.sandbox.components import claim_edge_ports, start_backends, start_edge
+from llmfleet.local.sandbox.monitoring import start_monitoring
 from llmfleet.local.sandbox.ports import LOOPBACK
-from llmfleet.local.sandbox.processes import ProcessRecord, is_running, stop
+from llmfleet.local.sandbox.processes import is_running, stop
 from llmfleet.local.sandbox.run import (
     STATE_FILE,
     SandboxError,
     SandboxRun,
+    SandboxState,
     Say,
     load_state,
-    records,
 )
+from llmfleet.local.sandbox.status import SandboxStatus, describe
 from llmfleet.paths import repo_root
+from llmfleet.services import REDIS_PASSWORD, Placement
 
 
 def default_state_dir() -> Path:
@@ -33,21 +34,33 @@ def default_state_dir() -> Path:
 
 
 def up(config: FleetConfig, state_dir: Path, *, edge_port_explicit: bool = False,
-       say: Say = lambda _: None) -> dict[str, Any]:
+       say: Say = lambda _: None) -> SandboxStatus:
     """Start every component; return once all answer their health checks."""
     state_dir = state_dir.resolve()
     _refuse_if_running(state_dir)
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
-    run = SandboxRun(config, state_dir, say, state={"stack": config.stack_name})
+    run = SandboxRun(config, state_dir, say)
     try:
-        # The edge port is claimed first: it is the one a user asked for by number.
-        edge_port = run.port(config.sandbox.edge_port, explicit=edge_port_explicit)
-        run.facts["edge_port"] = edge_port
-        run.state["endpoint"] = f"http://{LOOPBACK}:{edge_port}"
+        ports = claim_edge_ports(run, edge_port_explicit=edge_port_explicit)
+        place = Placement.for_sandbox(config, state_dir, ports)
+        _forget_previous_run(place)
+        run.state = SandboxState(
+            stack=config.stack_name,
+            endpoint=f"http://{LOOPBACK}:{ports.http}",
+            edge_ports=ports,
+            nginx_conf=place.nginx_conf,
+            members_file=place.members.path,
+            sync_state_file=place.sync_state_file,
+            config_file=place.config_file,
+            redis_url=place.redis_url if place.auth else None,
+            redis_password_file=place.secret_source(REDIS_PASSWORD) if place.auth else None,
+        )
         run.save()
-        for start in STARTERS:
-            start(run)
-            run.wait_healthy()
+        backends = start_backends(run)
+        start_edge(run, place, backends)
+        if config.sandbox.monitoring:
+            run.state.monitor_ports = start_monitoring(run, place, backends)
+            run.save()
     except BaseException:
         down(state_dir)
         raise
@@ -62,8 +75,9 @@ def down(state_dir: Path, *, say: Say = lambda _: None) -> int:
     if state is None:
         return 0
     stopped = 0
-    # Reverse start order: the edge goes first, so no new request reaches a stopping backend.
-    for record in reversed(records(state)):
+    # Reverse start order: the edge goes before the backends, so no new request reaches a
+    # stopping backend.
+    for record in reversed(state.processes):
         if stop(record):
             stopped += 1
             say(f"stopped {record.name} (pid {record.pid})")
@@ -71,53 +85,29 @@ def down(state_dir: Path, *, say: Say = lambda _: None) -> int:
     return stopped
 
 
-def status(state_dir: Path) -> dict[str, Any]:
-    """What runs and whether it answers; `{"running": False, ...}` when nothing is up.
-
-    Backends are listed under "backends"; every other component under its kind ("edge", and
-    later "redis", "gateway", ...).
-    """
+def status(state_dir: Path) -> SandboxStatus:
+    """What runs and whether it answers; `running` is False when nothing is up."""
     state_dir = state_dir.resolve()
     state = load_state(state_dir)
     if state is None:
-        return {"running": False, "state_dir": str(state_dir), "endpoint": None, "backends": []}
-    components = [_describe(record) for record in records(state)]
-    report: dict[str, Any] = {
-        "running": any(c["running"] for c in components),
-        "stack": state["stack"],
-        "state_dir": str(state_dir),
-        "endpoint": state.get("endpoint"),
-        "nginx_conf": state.get("nginx_conf"),
-        "facts": state.get("facts", {}),
-        "backends": [c for c in components if c["kind"] == "backend"],
-    }
-    for component in components:
-        if component["kind"] != "backend":
-            report[component["kind"]] = component
-    report.setdefault("edge", None)
-    return report
-
-
-def _describe(record: ProcessRecord) -> dict[str, Any]:
-    running = is_running(record)
-    return {
-        "name": record.name,
-        "kind": record.kind,
-        "url": record.url,
-        "pid": record.pid,
-        "running": running,
-        "healthy": running and http_ok(record.health_url),
-        "log": record.log,
-    }
+        return SandboxStatus(running=False, state_dir=str(state_dir))
+    return describe(state, state_dir)
 
 
 def _refuse_if_running(state_dir: Path) -> None:
     state = load_state(state_dir)
     if state is None:
         return
-    if any(is_running(r) for r in records(state)):
+    if any(is_running(r) for r in state.processes):
         raise SandboxError(
-            f"a sandbox is already running at {state.get('endpoint')} (state in {state_dir}); "
+            f"a sandbox is already running at {state.endpoint} (state in {state_dir}); "
             "run `llmfleet down` first"
         )
     down(state_dir)  # stale records from a crash: nothing to stop, just forget them
+
+
+def _forget_previous_run(place: Placement) -> None:
+    """Files an earlier run left that would mislead this one: the sync agent's last view
+    (its appearance is the agent's health check) and nginx's pid (a reload would signal it)."""
+    for leftover in (place.sync_state_file, place.nginx.pid):
+        Path(leftover).unlink(missing_ok=True)

@@ -12,21 +12,30 @@ import shutil
 import sys
 from pathlib import Path
 
-from llmfleet.edge.nginx import NginxPaths
+from llmfleet.edge.members import Member
 from llmfleet.local.sandbox.ports import LOOPBACK
 from llmfleet.local.sandbox.run import SandboxError, SandboxRun
 from llmfleet.observability.alertmanager import render_alertmanager_config
 from llmfleet.observability.prometheus import Job, Target, render_prometheus_config, tool_binary
 from llmfleet.observability.rules import render_rules
-
-# Preferred ports (the usual ones for each tool); taken ones move to free ports.
-PROMETHEUS_PORT, ALERTMANAGER_PORT, ALERT_SINK_PORT, EDGE_EXPORTER_PORT = 9090, 9093, 9095, 9180
+from llmfleet.services import MONITOR_HOST_PORTS, MonitorPorts, Placement
 
 
-def start_alertmanager(run: SandboxRun) -> None:
-    """Alertmanager, and the alert sink it posts to when there is no Slack webhook."""
-    if not run.config.sandbox.monitoring:
-        return
+def start_monitoring(run: SandboxRun, place: Placement, backends: list[Member]) -> MonitorPorts:
+    """Alertmanager (and the alert sink it posts to when there is no Slack webhook), then
+    Prometheus with the fleet's rules; their ports are the usual ones where free."""
+    webhook_file = run.config.alerts.slack_webhook_file
+    ports = MonitorPorts(
+        prometheus=run.port(MONITOR_HOST_PORTS.prometheus),
+        alertmanager=run.port(MONITOR_HOST_PORTS.alertmanager),
+        alert_sink=0 if webhook_file else run.port(MONITOR_HOST_PORTS.alert_sink),
+    )
+    _start_alertmanager(run, ports)
+    _start_prometheus(run, place, ports, backends)
+    return ports
+
+
+def _start_alertmanager(run: SandboxRun, ports: MonitorPorts) -> None:
     folder = _monitoring_dir(run, "alertmanager-data")
     webhook_file = run.config.alerts.slack_webhook_file
     sink_url = None
@@ -36,73 +45,58 @@ def start_alertmanager(run: SandboxRun) -> None:
                                "write the Slack webhook URL into it, or leave the key out")
         run.say(f"alerts go to Slack {run.config.alerts.slack_channel}")
     else:
-        sink_port = run.port(ALERT_SINK_PORT)
-        sink = f"http://{LOOPBACK}:{sink_port}"
+        sink = f"http://{LOOPBACK}:{ports.alert_sink}"
         sink_url = sink + "/alerts"
-        run.launch("alert-sink", "alert_sink", [
+        run.wait_healthy([run.launch("alert-sink", "alert-sink", [
             sys.executable, "-m", "llmfleet.local.alert_sink",
-            "--host", LOOPBACK, "--port", str(sink_port),
-        ], sink, sink + "/health")
+            "--host", LOOPBACK, "--port", str(ports.alert_sink),
+        ], sink, sink + "/health")])
         run.say(f"alerts go to the local sink, logged in {run.logs / 'alert-sink.log'}")
-    port = run.port(ALERTMANAGER_PORT)
-    url = f"http://{LOOPBACK}:{port}"
+    url = f"http://{LOOPBACK}:{ports.alertmanager}"
     conf = folder / "alertmanager.yml"
     conf.write_text(render_alertmanager_config(run.config, sink_url=sink_url))
     run.say(f"starting alertmanager on {url}")
-    run.launch("alertmanager", "alertmanager", [
+    run.wait_healthy([run.launch("alertmanager", "alertmanager", [
         tool_binary("prometheus-alertmanager", "alertmanager"),
         f"--config.file={conf}",
         f"--storage.path={folder / 'alertmanager-data'}",
-        f"--web.listen-address={LOOPBACK}:{port}",
+        f"--web.listen-address={LOOPBACK}:{ports.alertmanager}",
         f"--web.external-url={url}",  # links in notifications point here
         "--cluster.listen-address=",  # one instance: no gossip port
         "--log.level=warn",
-    ], url, url + "/-/ready")
-    run.facts["alertmanager"] = {"address": f"{LOOPBACK}:{port}", "url": url}
+    ], url, url + "/-/ready")])
 
 
-def start_prometheus(run: SandboxRun) -> None:
-    """The edge's access-log exporter and Prometheus, with the fleet's rules."""
-    if not run.config.sandbox.monitoring:
-        return
+def _start_prometheus(run: SandboxRun, place: Placement, ports: MonitorPorts,
+                      backends: list[Member]) -> None:
     folder = _monitoring_dir(run, "prometheus-data")
-    exporter_port = run.port(EDGE_EXPORTER_PORT)
-    exporter = f"http://{LOOPBACK}:{exporter_port}"
-    run.launch("edge-exporter", "edge_exporter", [
-        sys.executable, "-m", "llmfleet.observability.edge_exporter",
-        "--access-log", NginxPaths.under(run.state_dir / "nginx").access_log,
-        "--host", LOOPBACK, "--port", str(exporter_port),
-    ], exporter + "/metrics", exporter + "/health")
-
-    port = run.port(PROMETHEUS_PORT)
-    url = f"http://{LOOPBACK}:{port}"
-    alertmanager = run.facts["alertmanager"]["address"]
+    url = f"http://{LOOPBACK}:{ports.prometheus}"
+    alertmanager = f"{LOOPBACK}:{ports.alertmanager}"
     jobs = [
         Job("vllm", static=tuple(
-            Target(f"{u['host']}:{u['port']}", {"node": u["name"], "role": "gpu-node"})
-            for u in run.facts["upstreams"])),
-        Job("edge", static=(Target(f"{LOOPBACK}:{exporter_port}", {"role": "edge"}),)),
+            Target(b.address, {"node": b.name, "role": "gpu-node"}) for b in backends)),
+        Job("edge", static=(Target(f"{LOOPBACK}:{place.ports.edge_exporter}",
+                                   {"role": "edge"}),)),
         Job("alertmanager", static=(Target(alertmanager, {"role": "monitor"}),)),
-        Job("prometheus", static=(Target(f"{LOOPBACK}:{port}", {"role": "monitor"}),)),
+        Job("prometheus", static=(Target(f"{LOOPBACK}:{ports.prometheus}",
+                                         {"role": "monitor"}),)),
     ]
-    gateway = run.facts.get("gateway")
-    if gateway:
-        jobs.append(Job("gateway", static=(Target(gateway["address"], {"role": "edge"}),)))
+    if place.gateway:
+        jobs.append(Job("gateway", static=(Target(place.gateway.address, {"role": "edge"}),)))
     rules = folder / "rules.yml"
     rules.write_text(render_rules(run.config))
     conf = folder / "prometheus.yml"
     conf.write_text(render_prometheus_config(run.config, jobs, rule_files=[str(rules)],
                                              alertmanagers=[alertmanager]))
     run.say(f"starting prometheus on {url}")
-    run.launch("prometheus", "prometheus", [
+    run.wait_healthy([run.launch("prometheus", "prometheus", [
         tool_binary("prometheus"),
         f"--config.file={conf}",
         f"--storage.tsdb.path={folder / 'prometheus-data'}",
         "--storage.tsdb.retention.time=2d",
-        f"--web.listen-address={LOOPBACK}:{port}",
+        f"--web.listen-address={LOOPBACK}:{ports.prometheus}",
         "--log.level=warn",
-    ], url, url + "/-/ready")
-    run.facts["prometheus"] = {"url": url}
+    ], url, url + "/-/ready")])
 
 
 def _monitoring_dir(run: SandboxRun, data: str) -> Path:

@@ -1,17 +1,23 @@
-"""One `up` in progress: the ports it has taken, the processes it has started, the facts
-later components need (the Redis URL, the gateway address, ...), all saved as they happen."""
+"""One sandbox's record of itself, and one `up` in progress.
+
+`SandboxState` is what `up` saves as it goes (the ports it took, the processes it started, the
+files the services share), so `down`, `status` and `keys` work from it, also after a crash.
+`SandboxRun` is the `up` that writes it: it claims ports, launches processes and waits for
+their health checks.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmfleet.config import FleetConfig
-from llmfleet.local.sandbox.health import http_ok
+from llmfleet.local.sandbox.health import answers
 from llmfleet.local.sandbox.ports import LOOPBACK, pick_ports, port_is_free
 from llmfleet.local.sandbox.processes import (
     ExitedAtOnce,
@@ -20,6 +26,7 @@ from llmfleet.local.sandbox.processes import (
     launch,
     wait_until,
 )
+from llmfleet.services import EdgePorts, MonitorPorts
 
 STATE_FILE = "state.json"
 Say = Callable[[str], None]
@@ -30,20 +37,63 @@ class SandboxError(RuntimeError):
 
 
 @dataclass
+class SandboxState:
+    """Everything a running sandbox is, as saved in its state directory."""
+
+    stack: str
+    endpoint: str
+    edge_ports: EdgePorts
+    nginx_conf: str
+    members_file: str  # the backends, as the sync agent reads them
+    sync_state_file: str  # each backend's state, as the sync agent last saw it
+    config_file: str
+    monitor_ports: MonitorPorts | None = None
+    redis_url: str | None = None
+    redis_password_file: str | None = None
+    processes: list[ProcessRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SandboxState:
+        monitor = data.get("monitor_ports")
+        return cls(**{
+            **data,
+            "edge_ports": EdgePorts(**data["edge_ports"]),
+            "monitor_ports": MonitorPorts(**monitor) if monitor else None,
+            "processes": [ProcessRecord.from_dict(p) for p in data.get("processes", [])],
+        })
+
+    def save(self, state_dir: Path) -> None:
+        tmp = state_dir / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2))
+        os.replace(tmp, state_dir / STATE_FILE)  # atomic: a crash never leaves half a file
+
+    def process(self, name: str) -> ProcessRecord | None:
+        return next((p for p in self.processes if p.name == name), None)
+
+
+def load_state(state_dir: Path) -> SandboxState | None:
+    """The sandbox recorded in `state_dir`, or None when there is none."""
+    try:
+        return SandboxState.from_dict(json.loads((state_dir / STATE_FILE).read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SandboxError(f"cannot read {state_dir / STATE_FILE}: {error}; if no sandbox "
+                           f"runs, remove the file") from None
+
+
+@dataclass
 class SandboxRun:
-    """What `up` has done so far. Components call `port`, `launch` and `wait_healthy`."""
+    """What `up` has done so far: ports taken, processes started, all saved as they happen."""
 
     config: FleetConfig
     state_dir: Path
     say: Say
-    state: dict[str, Any] = field(default_factory=dict)
     taken_ports: set[int] = field(default_factory=set)
-    _pending: list[ProcessRecord] = field(default_factory=list)
-
-    @property
-    def facts(self) -> dict[str, Any]:
-        """Values components publish for each other and for `status` (saved with the state)."""
-        return self.state.setdefault("facts", {})
+    state: SandboxState | None = None
 
     @property
     def logs(self) -> Path:
@@ -57,29 +107,30 @@ class SandboxRun:
         self.taken_ports.add(chosen)
         return chosen
 
-    def launch(self, name: str, kind: str, command: list[str], url: str, health_url: str,
-               env: dict[str, str] | None = None) -> ProcessRecord:
+    def launch(self, name: str, kind: str, command: list[str] | tuple[str, ...], url: str,
+               health_url: str | None) -> ProcessRecord:
         """Start one process, its output in logs/<name>.log, and record it at once."""
+        assert self.state is not None, "record the sandbox's state before launching"
         try:
-            record = launch(name, kind, command, self.logs / f"{name}.log", url, health_url, env)
+            record = launch(name, kind, list(command), self.logs / f"{name}.log", url,
+                            health_url or "")
         except ExitedAtOnce as error:
-            raise SandboxError(f"{name} exited during start-up:\n{_tail(str(error.log))}") from None
-        self.state.setdefault("processes", []).append(record.to_dict())
-        self._pending.append(record)
+            raise SandboxError(f"{name} exited during start-up:\n{tail(str(error.log))}") from None
+        self.state.processes.append(record)
         self.save()
         return record
 
-    def wait_healthy(self, timeout_s: float | None = None) -> None:
-        """Wait until everything launched since the last call answers its health check."""
+    def wait_healthy(self, records: list[ProcessRecord], timeout_s: float | None = None) -> None:
+        """Wait until every one of `records` answers its health check."""
         timeout_s = timeout_s or self.config.sandbox.health_timeout_s
-        pending = {r.name: r for r in self._pending}
+        pending = {r.name: r for r in records}
         started = time.monotonic()
 
         def all_healthy() -> bool:
             for name, record in list(pending.items()):
                 if not is_running(record):
-                    raise SandboxError(f"{name} exited during start-up:\n{_tail(record.log)}")
-                if http_ok(record.health_url, timeout_s=0.5):
+                    raise SandboxError(f"{name} exited during start-up:\n{tail(record.log)}")
+                if not record.health_url or answers(record.health_url, timeout_s=0.5):
                     del pending[name]
             return not pending
 
@@ -88,30 +139,15 @@ class SandboxRun:
                 f"not healthy after {timeout_s:.0f} s: {', '.join(pending)}; logs: "
                 + ", ".join(r.log for r in pending.values())
             )
-        names = ", ".join(r.name for r in self._pending)
+        names = ", ".join(r.name for r in records)
         self.say(f"healthy in {time.monotonic() - started:.1f} s: {names}")
-        self._pending.clear()
 
     def save(self) -> None:
-        tmp = self.state_dir / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        tmp.replace(self.state_dir / STATE_FILE)  # atomic: a crash never leaves half a file
+        assert self.state is not None
+        self.state.save(self.state_dir)
 
 
-def load_state(state_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((state_dir / STATE_FILE).read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        raise SandboxError(f"cannot read {state_dir / STATE_FILE}: {error}") from None
-
-
-def records(state: dict[str, Any]) -> list[ProcessRecord]:
-    return [ProcessRecord.from_dict(p) for p in state.get("processes", [])]
-
-
-def _tail(path: str, lines: int = 20) -> str:
+def tail(path: str, lines: int = 20) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except OSError:

@@ -1,0 +1,106 @@
+"""What a sandbox runs and how each part is doing, as typed records (`llmfleet status`).
+
+A backend's `state` is the edge's own view, from the sync agent's last pass: `booting` (not
+yet answering /health, so no traffic), `ready`, `draining` (finishing, nothing new), `down`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmfleet.edge.members import read_members_file
+from llmfleet.edge.sync import MemberState, read_state
+from llmfleet.local.sandbox.health import answers
+from llmfleet.local.sandbox.processes import ProcessRecord, is_running
+from llmfleet.local.sandbox.run import SandboxState
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    kind: str
+    url: str
+    pid: int
+    running: bool
+    healthy: bool
+    log: str
+
+
+@dataclass(frozen=True)
+class BackendStatus(ProcessStatus):
+    state: MemberState
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    running: bool
+    state_dir: str
+    stack: str | None = None
+    endpoint: str | None = None
+    nginx_conf: str | None = None
+    backends: tuple[BackendStatus, ...] = ()
+    # Every other process by its service name: nginx, redis, gateway, sync, prometheus, ...
+    services: dict[str, ProcessStatus] = field(default_factory=dict)
+
+    def service(self, name: str) -> ProcessStatus | None:
+        return self.services.get(name)
+
+    def to_json(self) -> dict[str, Any]:
+        """`status --json`: the endpoint, the backends, then each service under its name."""
+        return {
+            "running": self.running,
+            "stack": self.stack,
+            "state_dir": self.state_dir,
+            "endpoint": self.endpoint,
+            "nginx_conf": self.nginx_conf,
+            "backends": [{**asdict(b), "state": b.state.value} for b in self.backends],
+            **{name: asdict(s) for name, s in self.services.items()},
+        }
+
+
+def describe(state: SandboxState, state_dir: Path) -> SandboxStatus:
+    """Probe every recorded process and combine it with the sync agent's view."""
+    seen = read_state(Path(state.sync_state_file))
+    draining = {m.name for m in read_members_file(Path(state.members_file)) if m.draining}
+    backends, services = [], {}
+    for record in state.processes:
+        process = _probe(record)
+        if record.kind == "backend":
+            backends.append(BackendStatus(**asdict(process),
+                                          state=_backend_state(process, seen, draining)))
+        else:
+            services[record.name] = process
+    return SandboxStatus(
+        running=any(p.running for p in [*backends, *services.values()]),
+        state_dir=str(state_dir),
+        stack=state.stack,
+        endpoint=state.endpoint,
+        nginx_conf=state.nginx_conf,
+        backends=tuple(backends),
+        services=services,
+    )
+
+
+def _probe(record: ProcessRecord) -> ProcessStatus:
+    running = is_running(record)
+    return ProcessStatus(
+        name=record.name, kind=record.kind, url=record.url, pid=record.pid, running=running,
+        healthy=running and (not record.health_url or answers(record.health_url)),
+        log=record.log)
+
+
+def _backend_state(process: ProcessStatus, seen: dict[str, MemberState],
+                   draining: set[str]) -> MemberState:
+    """The sync agent's view where it has one (it may be a pass behind a process that just
+    died); before its first pass, what a probe shows."""
+    if not process.running:
+        return MemberState.DOWN
+    if process.name in seen:
+        return seen[process.name]
+    if process.name in draining:
+        return MemberState.DRAINING
+    if process.healthy:
+        return MemberState.READY
+    return MemberState.BOOTING
