@@ -171,14 +171,21 @@ def _edge_policy(partition: str, region: str, account_id: str, allocation_id: st
 
 
 def bundle_archive(root: Path) -> pulumi.AssetArchive:
-    """What `pip install -e` needs on the edge: the package, its templates in images/, and the
-    project files. Caches and build leftovers stay out."""
+    """The llmfleet bundle the edge installs (`bundle_files`), as a zip asset."""
+    return pulumi.AssetArchive({path.relative_to(root).as_posix(): pulumi.FileAsset(str(path))
+                                for path in bundle_files(root)})
+
+
+def bundle_files(root: Path) -> list[Path]:
+    """What `pip install -e` needs on the edge: the runtime packages, their templates in
+    images/, and the project files. The local tools (llmfleet.local: the sandbox, the
+    simulator, the load generator), the CLI's wiring of them, caches and build leftovers stay
+    out."""
     files = [root / "pyproject.toml", root / "README.md"]
     for folder in (root / "src" / "llmfleet", root / "images"):
         files += [
             path for path in sorted(folder.rglob("*"))
             if path.is_file() and "__pycache__" not in path.parts
+            and "local" not in path.relative_to(folder).parts[:1]
         ]
-    return pulumi.AssetArchive(
-        {path.relative_to(root).as_posix(): pulumi.FileAsset(str(path)) for path in files}
-    )
+    return files

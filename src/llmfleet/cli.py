@@ -6,18 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmfleet.config import ConfigError, ConfigKind, FleetConfig, load_config
-from llmfleet.local.sandbox import (
-    BackendStatus,
-    SandboxError,
-    SandboxStatus,
-    default_state_dir,
-    down,
-    status,
-    up,
-)
+from llmfleet.errors import LlmfleetError
+
+if TYPE_CHECKING:
+    from llmfleet.local.sandbox import SandboxStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -30,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return EXIT_USAGE
-    except (SandboxError, FileNotFoundError) as error:
+    except (LlmfleetError, FileNotFoundError) as error:
         print(f"llmfleet: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -127,6 +122,8 @@ def _config_from(args: argparse.Namespace) -> FleetConfig:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
+    from llmfleet.local.sandbox import default_state_dir
+
     return args.state_dir or default_state_dir()
 
 
@@ -136,6 +133,8 @@ def _say(message: str) -> None:
 
 def _up(args: argparse.Namespace) -> int:
     config = _config_from(args)
+    from llmfleet.local.sandbox import up
+
     report = up(config, _state_dir(args), edge_port_explicit=args.port is not None, say=_say)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -146,6 +145,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from llmfleet.local.sandbox import status
+
     report = status(_state_dir(args))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
@@ -155,6 +156,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from llmfleet.local.sandbox import down
+
     stopped = down(_state_dir(args), say=_say)
     _say(f"sandbox is down ({stopped} process{'es' if stopped != 1 else ''} stopped)")
     return EXIT_OK
@@ -172,7 +175,7 @@ def _sandbox_key_store(args: argparse.Namespace):
 
     try:
         return key_store(_state_dir(args))
-    except SandboxError as error:
+    except LlmfleetError as error:
         raise LookupError(str(error)) from None
 
 
@@ -221,6 +224,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _print_status(report: SandboxStatus) -> None:
+    from llmfleet.local.sandbox import BackendStatus
+
     if not report.running:
         print("The sandbox is not running (start it with: llmfleet up).")
         return

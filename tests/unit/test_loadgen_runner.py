@@ -373,3 +373,59 @@ def test_cli_connection_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert captured.err.strip().splitlines() == [
         f"llmfleet load: cannot connect to {url}: Connection refused"
     ]
+
+
+class ClosesFirstConnections:
+    """A server that reads the first `drop` requests and closes their connections without an
+    answer (an nginx worker that leaves after a reload), then answers every request."""
+
+    def __init__(self, drop: int) -> None:
+        self.drop = drop
+        self.seen = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        body = json.dumps({"choices": [{"message": {"content": "hi"}}],
+                           "usage": {"completion_tokens": 1}}).encode()
+        with connection, contextlib.suppress(OSError):
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length")), b"0"))
+                while len(buffer) < length:
+                    buffer += connection.recv(65536)
+                buffer = buffer[length:]
+                self.seen += 1
+                if self.seen <= self.drop:
+                    return
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+@pytest.mark.parametrize(("drop", "retried", "ok"), [(2, 1, 1), (3, 1, 0)])
+def test_a_connection_closed_before_any_answer_is_retried_like_the_openai_clients(
+        drop: int, retried: int, ok: int) -> None:
+    server = ClosesFirstConnections(drop)
+    try:
+        report = run_load_sync(LoadSpec(url=f"http://127.0.0.1:{server.port}", model="m",
+                                        requests=1, concurrency=1, stream=False,
+                                        max_duration_s=10, timeout_s=5))
+    finally:
+        server.listener.close()
+    assert (report.retried, report.ok) == (retried, ok)
+    assert report.records[0].retries == 2
+    assert server.seen == 3

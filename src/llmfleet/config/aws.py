@@ -155,8 +155,11 @@ class EdgeSpec(Strict):
     allowed_cidrs: tuple[Cidr, ...] = ()
     root_volume_gib: int = Field(20, ge=8, le=1024)
     ami_parameter: SsmParameterName = UBUNTU_PARAMETER
-    sync_interval_s: float = Field(15.0, ge=1, le=3600,
-                                   description="how often the edge re-reads fleet membership")
+    # Each pass reads the fleet's members and probes every one's /health (active health
+    # checks): a node that stops answering is out within one interval.
+    sync_interval_s: float = Field(
+        10.0, ge=1, le=3600,
+        description="seconds between two passes of the edge's sync agent (members, /health)")
 
     @field_validator("allowed_cidrs")
     @classmethod

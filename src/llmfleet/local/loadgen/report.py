@@ -53,6 +53,7 @@ class RequestRecord:
     max_tokens: int
     backend: str
     error: str | None = None
+    retries: int = 0  # sent again after the connection closed before any answer
 
     @property
     def ok(self) -> bool:
@@ -100,6 +101,7 @@ class LoadReport:
     wall_time_s: float
     broken_streams: int
     stopped_by_deadline: bool
+    retried: int = 0  # requests sent more than once (see LoadSpec.max_retries)
     records: list[RequestRecord] = field(default_factory=list, repr=False)
 
     @property
@@ -156,6 +158,8 @@ class LoadReport:
         ]
         if self.broken_streams:
             lines.append(f"broken     {self.broken_streams} streams ended without [DONE]")
+        if self.retried:
+            lines.append(f"retried    {self.retried} (the connection closed before an answer)")
         return "\n".join(lines)
 
 
@@ -215,6 +219,7 @@ def build_report(
         ok_requests_per_s=len(good) / wall,
         wall_time_s=wall_time_s,
         broken_streams=sum(1 for r in ordered if r.status == "stream_broken"),
+        retried=sum(1 for r in ordered if r.retries),
         stopped_by_deadline=stopped_by_deadline,
         records=ordered,
     )

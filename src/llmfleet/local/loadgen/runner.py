@@ -66,6 +66,10 @@ class LoadSpec:
     headers: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
     ignore_eos: bool = False
+    # Like the official OpenAI clients (two retries by default): a request whose connection
+    # closed before any answer is sent again. It happens on a keep-alive connection that an
+    # nginx worker closes after a reload; the report counts the retries.
+    max_retries: int = 2
 
     def __post_init__(self) -> None:
         self.output_tokens = parse_distribution(self.output_tokens)
@@ -77,6 +81,7 @@ class LoadSpec:
             )
         _check_int("requests", self.requests, 1, MAX_REQUESTS)
         _check_int("concurrency", self.concurrency, 1, MAX_CONCURRENCY)
+        _check_int("max_retries", self.max_retries, 0, 10)
         _check_float("ramp_s", self.ramp_s, allow_zero=True)
         _check_float("max_duration_s", self.max_duration_s, allow_zero=False)
         _check_float("timeout_s", self.timeout_s, allow_zero=False)
@@ -147,6 +152,7 @@ class _Attempt:
     chunks: int = 0
     usage_tokens: int | None = None
     error: str | None = None
+    retries: int = 0
 
 
 async def _discover_model(session: aiohttp.ClientSession, base: URL, deadline: float) -> str:
@@ -335,9 +341,22 @@ class _Run:
             max_tokens=plan.max_tokens,
             backend=attempt.backend,
             error=attempt.error,
+            retries=attempt.retries,
         )
 
     async def exchange(self, body: dict[str, Any], attempt: _Attempt) -> None:
+        while True:
+            try:
+                await self.exchange_once(body, attempt)
+                return
+            except aiohttp.ClientConnectorError:
+                raise  # no connection at all: nothing was reused, so nothing to retry
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if attempt.http_status is not None or attempt.retries >= self.spec.max_retries:
+                    raise
+                attempt.retries += 1
+
+    async def exchange_once(self, body: dict[str, Any], attempt: _Attempt) -> None:
         async with self.session.post(self.url, json=body) as resp:
             attempt.http_status = resp.status
             upstream = resp.headers.get(UPSTREAM_HEADER)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from llmfleet.config import FleetConfig
+from llmfleet.errors import LlmfleetError
 from llmfleet.local.sandbox.health import answers
 from llmfleet.local.sandbox.ports import LOOPBACK, pick_ports, port_is_free
 from llmfleet.local.sandbox.processes import (
@@ -32,7 +33,7 @@ STATE_FILE = "state.json"
 Say = Callable[[str], None]
 
 
-class SandboxError(RuntimeError):
+class SandboxError(LlmfleetError):
     """The sandbox could not do what was asked; the message says why and what to do."""
 
 
