@@ -1,6 +1,7 @@
 """One validated config per client environment; see model.py for the sections."""
 
 from llmfleet.config.alerts import Alerts
+from llmfleet.config.autoscaling import Autoscaling
 from llmfleet.config.aws import EdgeSpec, GpuNodeSpec, NetworkSpec, OnDemandFallback, Prices
 from llmfleet.config.errors import ConfigError, ConfigIssue
 from llmfleet.config.model import (
@@ -27,6 +28,7 @@ from llmfleet.config.tiers import UNLIMITED, FailMode, RateLimits, Tier
 __all__ = [
     "UNLIMITED",
     "Alerts",
+    "Autoscaling",
     "BackendKind",
     "ConfigError",
     "ConfigIssue",

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from llmfleet.config.alerts import Alerts
+from llmfleet.config.autoscaling import Autoscaling
 from llmfleet.config.aws import EdgeSpec, GpuNodeSpec, NetworkSpec, OnDemandFallback, Prices
 from llmfleet.config.base import GPU_INSTANCE_FAMILIES, Strict
 from llmfleet.config.tiers import RateLimits
@@ -159,6 +160,7 @@ class FleetConfig(Strict):
     gpu_node: GpuNodeSpec = GpuNodeSpec()
     on_demand: OnDemandFallback = OnDemandFallback()
     prices: Prices = Prices()
+    autoscaling: Autoscaling = Autoscaling()
     sandbox: Sandbox = Sandbox()
 
     @model_validator(mode="after")

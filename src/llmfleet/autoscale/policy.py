@@ -1,0 +1,273 @@
+"""How many GPU nodes the fleet needs: one pure function, the same in the sandbox, in the
+simulator and in the AWS scaler Lambda.
+
+`decide(observations, config, state)` reads a snapshot (each node's state and load, and the
+fleet's queue aggregated over the recent past by the caller's source: PromQL windows in the
+sandbox, CloudWatch on AWS) and returns the desired size of both groups with a reason a person
+can read. It does no I/O and keeps no memory: what it must remember (the desired sizes, when
+it last scaled) comes in as `state` and goes out in the decision.
+
+Policies, chosen by `autoscaling.policy`:
+- `seed`: the seed's rule, exactly: the mean queue per ready node above the threshold for the
+  whole scale-out window adds one node; no queue for the whole scale-in window removes one.
+- `adaptive`: sizes for the backlog in one step (at the nodes' measured concurrency), counts
+  booting nodes as capacity on the way, reacts to a big surge after the short panic window,
+  and scales in one idle, ready node at a time after the cooldown.
+- `fixed:N`: N nodes, for comparison.
+Every policy stays within the fleet's bounds, never scales in on missing data, and covers
+spot capacity that is not ready after a grace period with on-demand nodes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from llmfleet.config import FleetConfig
+
+
+class NodeState(StrEnum):
+    BOOTING = "booting"  # launched, not answering /health yet: capacity on the way
+    READY = "ready"
+    DRAINING = "draining"  # finishing what it has; counts for nothing new
+
+
+class Group(StrEnum):
+    SPOT = "spot"
+    ON_DEMAND = "on_demand"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    group: Group
+    state: NodeState
+    since_s: float = 0.0  # how long it has been in this state
+    running: float = 0.0  # requests it runs now
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The fleet's queue over the recent past, aggregated by the source (None: no data).
+
+    `covered_s` is how far back the source has data; a window longer than that is not judged,
+    so a fresh scaler never scales in on a history it has not seen."""
+
+    covered_s: float = 0.0
+    queue_per_node_min_out: float | None = None  # min over scale_out_after_s, per ready node
+    queue_per_node_min_panic: float | None = None  # min over panic_after_s, per ready node
+    waiting_max_in: float | None = None  # max over scale_in_after_s, whole fleet
+    running_max_in: float | None = None  # max over scale_in_after_s, whole fleet
+
+
+@dataclass(frozen=True)
+class Observations:
+    now: float
+    nodes: tuple[Node, ...]
+    waiting: float | None  # requests waiting in the whole fleet now
+    running: float | None  # requests running in the whole fleet now
+    windows: Windows
+    # Requests one ready node runs at once when it is full (vLLM's max_num_seqs, as measured:
+    # the running count of nodes that have a queue). None: not measured yet.
+    node_concurrency: float | None = None
+
+    def count(self, state: NodeState, group: Group | None = None) -> int:
+        return sum(1 for n in self.nodes if n.state is state and group in (None, n.group))
+
+
+@dataclass(frozen=True)
+class ScalerState:
+    """What the scaler remembers between decisions."""
+
+    spot: int  # desired sizes as last set
+    on_demand: int
+    last_scale_out_at: float | None = None
+    last_scale_in_at: float | None = None
+
+    @property
+    def total(self) -> int:
+        return self.spot + self.on_demand
+
+
+@dataclass(frozen=True)
+class Decision:
+    spot: int
+    on_demand: int
+    reason: str
+    drain: tuple[str, ...] = ()  # nodes to take out (they finish their requests first)
+    state: ScalerState | None = None  # what to remember for the next decision
+
+    @property
+    def total(self) -> int:
+        return self.spot + self.on_demand
+
+
+def decide(obs: Observations, config: FleetConfig, state: ScalerState) -> Decision:
+    """The fleet's desired size now, with the reason."""
+    scaling = config.autoscaling
+    low, high = config.fleet.min_size, config.fleet.max_size
+    # The fleet's size as last asked for; on-demand nodes standing in for missing spot ones
+    # are not part of it.
+    current = max(low, min(high, _primary(state, config)))
+    if scaling.fixed_size is not None:
+        target = max(low, min(high, scaling.fixed_size))
+        change = _Change(target, f"fixed at {target}")
+    elif scaling.policy == "seed":
+        change = _seed(obs, config, current)
+    else:
+        change = _adaptive(obs, config, state, current)
+    return _place(obs, config, state, change)
+
+
+@dataclass(frozen=True)
+class _Change:
+    target: int
+    reason: str
+    drain: tuple[str, ...] = ()
+
+
+def _seed(obs: Observations, config: FleetConfig, current: int) -> _Change:
+    s = config.autoscaling
+    low, high = config.fleet.min_size, config.fleet.max_size
+    w = obs.windows
+    if _covers(w, s.scale_out_after_s) and w.queue_per_node_min_out is not None and (
+            w.queue_per_node_min_out > s.queue_threshold):
+        if current >= high:
+            return _Change(current, f"queue {w.queue_per_node_min_out:.1f} per node above "
+                                    f"{s.queue_threshold:g}, but at the maximum {high}")
+        return _Change(current + 1, f"queue {w.queue_per_node_min_out:.1f} per node above "
+                                    f"{s.queue_threshold:g} for {s.scale_out_after_s:g} s: +1")
+    quiet = _quiet_for(w, s.scale_in_after_s)
+    if quiet is not None:
+        return _Change(current, quiet)
+    if current <= low:
+        return _Change(current, f"no queue for {s.scale_in_after_s:g} s, at the minimum {low}")
+    victim = _least_busy(obs)
+    return _Change(current - 1, f"no queue for {s.scale_in_after_s:g} s: -1",
+                   (victim,) if victim else ())
+
+
+def _adaptive(obs: Observations, config: FleetConfig, state: ScalerState,
+              current: int) -> _Change:
+    s = config.autoscaling
+    low, high = config.fleet.min_size, config.fleet.max_size
+    w = obs.windows
+    serving = obs.count(NodeState.READY)
+    on_the_way = obs.count(NodeState.BOOTING)
+    panic = (_covers(w, s.panic_after_s) and w.queue_per_node_min_panic is not None
+             and w.queue_per_node_min_panic >= s.panic_factor * s.queue_threshold)
+    sustained = (_covers(w, s.scale_out_after_s) and w.queue_per_node_min_out is not None
+                 and w.queue_per_node_min_out > s.queue_threshold)
+    if panic or sustained:
+        needed = _nodes_for_backlog(obs, s.target_utilisation)
+        # Booting nodes, and nodes asked for but not launched yet, are capacity on the way:
+        # ask only for what they do not cover.
+        add = needed - max(current, serving + on_the_way)
+        if add <= 0 and sustained and not on_the_way and serving >= current:
+            add = 1  # the estimate says enough, yet the queue stays: one more, as the seed
+        add = min(add, s.max_step, high - current)
+        why = (f"queue {'surge' if panic else 'above'} {_queue_text(w, panic)} per node; "
+               f"backlog needs {needed} nodes, {serving} ready + {on_the_way} booting")
+        if add <= 0:
+            return _Change(current, why + (f"; at the maximum {high}" if current >= high
+                                           else ": enough on the way"))
+        return _Change(current + add, why + f": +{add}")
+    quiet = _quiet_for(w, s.scale_in_after_s)
+    if quiet is not None:
+        return _Change(current, quiet)
+    if (state.last_scale_out_at is not None
+            and obs.now - state.last_scale_out_at < s.cooldown_s):
+        return _Change(current, f"no queue, but within {s.cooldown_s:g} s of a scale-out")
+    if current <= low:
+        return _Change(current, f"no queue for {s.scale_in_after_s:g} s, at the minimum {low}")
+    if on_the_way:
+        return _Change(current, "no queue, but nodes are still booting")
+    idle = [n for n in obs.nodes if n.state is NodeState.READY and n.running == 0]
+    if not idle:
+        return _Change(current, "no queue, but no ready node is idle to take out")
+    # Fits in one node fewer at the planned utilisation, or do not shrink.
+    if obs.node_concurrency and w.running_max_in is not None and (
+            w.running_max_in > (serving - 1) * obs.node_concurrency * s.target_utilisation):
+        return _Change(current, f"no queue, but {w.running_max_in:g} running would not fit in "
+                                f"{serving - 1} nodes")
+    # On-demand first: it costs more, and spot ready nodes can carry the load.
+    victim = min(idle, key=lambda n: (n.group is not Group.ON_DEMAND, -n.since_s)).name
+    return _Change(current - 1, f"no queue for {s.scale_in_after_s:g} s: -1 ({victim})",
+                   (victim,))
+
+
+def _place(obs: Observations, config: FleetConfig, state: ScalerState,
+           change: _Change) -> Decision:
+    """Split the target between the groups: the primary group gets it all; on-demand nodes
+    stand in for spot capacity that is not ready after the grace period, and are handed back
+    once spot is ready."""
+    od = config.on_demand
+    s = config.autoscaling
+    if not config.fleet.spot:
+        spot, on_demand = 0, max(od.min_size, min(od.max_size, change.target))
+        reason = change.reason
+    else:
+        spot = change.target
+        short = _spot_shortfall(obs, state, spot, s.spot_grace_s, change.target > state.spot)
+        on_demand = max(od.min_size, min(od.max_size, od.min_size + short))
+        reason = change.reason + (f"; {short} on-demand for spot not ready" if short else "")
+    now = obs.now
+    grew, shrank = change.target > _primary(state, config), change.target < _primary(state,
+                                                                                     config)
+    remembered = replace(
+        state, spot=spot, on_demand=on_demand,
+        last_scale_out_at=now if grew else state.last_scale_out_at,
+        last_scale_in_at=now if shrank else state.last_scale_in_at,
+    )
+    return Decision(spot, on_demand, reason, change.drain, remembered)
+
+
+def _spot_shortfall(obs: Observations, state: ScalerState, spot_target: int, grace_s: float,
+                    asking_now: bool) -> int:
+    ready = obs.count(NodeState.READY, Group.SPOT)
+    young = sum(1 for n in obs.nodes if n.group is Group.SPOT
+                and n.state is NodeState.BOOTING and n.since_s < grace_s)
+    booting = obs.count(NodeState.BOOTING, Group.SPOT)
+    # Nodes the group has not even launched yet are within grace while the ask is recent.
+    recent = asking_now or (state.last_scale_out_at is not None
+                            and obs.now - state.last_scale_out_at < grace_s)
+    absent = max(0, spot_target - ready - booting)
+    return max(0, spot_target - ready - young - (absent if recent else 0))
+
+
+def _primary(state: ScalerState, config: FleetConfig) -> int:
+    return state.spot if config.fleet.spot else state.on_demand
+
+
+def _nodes_for_backlog(obs: Observations, utilisation: float) -> int:
+    demand = (obs.running or 0.0) + (obs.waiting or 0.0)
+    per_node = obs.node_concurrency or max((n.running for n in obs.nodes
+                                            if n.state is NodeState.READY), default=0.0)
+    if per_node <= 0:
+        return obs.count(NodeState.READY) + 1
+    return math.ceil(demand / (per_node * utilisation))
+
+
+def _least_busy(obs: Observations) -> str | None:
+    ready = [n for n in obs.nodes if n.state is NodeState.READY]
+    return min(ready, key=lambda n: n.running).name if ready else None
+
+
+def _covers(w: Windows, window_s: float) -> bool:
+    return w.covered_s >= window_s
+
+
+def _quiet_for(w: Windows, window_s: float) -> str | None:
+    """None when the fleet had no queue for the whole window; else why no scale-in."""
+    if not _covers(w, window_s) or w.waiting_max_in is None:
+        return (f"no data for the last {window_s:g} s (have {w.covered_s:g} s): "
+                "no scale-in on missing data")
+    if w.waiting_max_in > 0:
+        return f"holding: the queue reached {w.waiting_max_in:g} in the last {window_s:g} s"
+    return None
+
+
+def _queue_text(w: Windows, panic: bool) -> str:
+    value = w.queue_per_node_min_panic if panic else w.queue_per_node_min_out
+    return f"{value:.1f}"
