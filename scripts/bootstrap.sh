@@ -102,7 +102,7 @@ ensure_venv() {
     say "Preparing the Python environment in .venv (first run takes a minute or two)"
     [[ -x "$VENV/bin/python" ]] || "$PYTHON_BIN" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[infra,dev]"
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[infra,dev,plot]"
     touch "$stamp"
 }
 
