@@ -235,9 +235,7 @@ def edge_services(config: FleetConfig, place: Placement) -> list[Service]:
             argv=(place.python, "-m", "llmfleet.observability.edge_exporter",
                   "--access-log", place.nginx.access_log, "--host", LOOPBACK,
                   "--port", str(ports.edge_exporter)),
-            listen=f"{LOOPBACK}:{ports.edge_exporter}",
-            url=f"http://{LOOPBACK}:{ports.edge_exporter}",
-            health=f"http://{LOOPBACK}:{ports.edge_exporter}/health",
+            **_on_loopback(ports.edge_exporter, health="/health"),
             after=("nginx",),
             groups=("adm",),  # nginx's logs are www-data:adm 0640 on an edge host
         ))
@@ -278,9 +276,7 @@ def _gateway(config: FleetConfig, place: Placement) -> Service:
               "--redis-password-file", place.secret_for_service(REDIS_PASSWORD),
               "--lease-port", str(ports.lease),
               "--lease-ttl", f"{lease_ttl_s(config.load_balancing.read_timeout_s):g}"),
-        listen=f"{LOOPBACK}:{ports.gateway}",
-        url=f"http://{LOOPBACK}:{ports.gateway}",
-        health=f"http://{LOOPBACK}:{ports.gateway}/health",
+        **_on_loopback(ports.gateway, health="/health"),
         after=("redis",),
         secrets=(REDIS_PASSWORD,),
     )
@@ -329,9 +325,7 @@ def _packaged_exporters(place: Placement) -> list[Service]:
             argv=("/usr/bin/prometheus-nginx-exporter",
                   f"--web.listen-address={LOOPBACK}:{ports.nginx_exporter}",
                   f"--nginx.scrape-uri=http://{LOOPBACK}:{ports.status}/stub_status"),
-            listen=f"{LOOPBACK}:{ports.nginx_exporter}",
-            url=f"http://{LOOPBACK}:{ports.nginx_exporter}",
-            health=f"http://{LOOPBACK}:{ports.nginx_exporter}/metrics",
+            **_on_loopback(ports.nginx_exporter, health="/metrics"),
             after=("nginx",),
             packaged_unit="prometheus-nginx-exporter.service",
             replaces_command=True,
@@ -344,9 +338,7 @@ def _packaged_exporters(place: Placement) -> list[Service]:
                   f"--web.listen-address={LOOPBACK}:{ports.redis_exporter}",
                   f"--redis.addr=redis://{LOOPBACK}:{ports.redis}",
                   f"--redis.password-file={place.secret_for_service(REDIS_EXPORTER_PASSWORD)}"),
-            listen=f"{LOOPBACK}:{ports.redis_exporter}",
-            url=f"http://{LOOPBACK}:{ports.redis_exporter}",
-            health=f"http://{LOOPBACK}:{ports.redis_exporter}/metrics",
+            **_on_loopback(ports.redis_exporter, health="/metrics"),
             after=("redis",),
             secrets=(REDIS_EXPORTER_PASSWORD,),
             packaged_unit="prometheus-redis-exporter.service",
@@ -354,6 +346,12 @@ def _packaged_exporters(place: Placement) -> list[Service]:
             user=None,
         ),
     ]
+
+
+def _on_loopback(port: int, *, health: str) -> dict[str, str]:
+    """Where an HTTP service on loopback listens, how to reach it, and its health URL."""
+    url = f"http://{LOOPBACK}:{port}"
+    return {"listen": f"{LOOPBACK}:{port}", "url": url, "health": url + health}
 
 
 def _redis_binary() -> str:
