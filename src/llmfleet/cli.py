@@ -76,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     top_cli.add_arguments(top_cmd)
     top_cmd.set_defaults(handler=top_cli.run)
 
+    from llmfleet.local.simulator import cli as simulate_cli
+
+    simulate_cmd = commands.add_parser(
+        "simulate", help="a trace through the simulated fleet under a scaling policy")
+    simulate_cli.add_arguments(simulate_cmd)
+    simulate_cmd.set_defaults(handler=simulate_cli.run)
+
     from llmfleet.gateway import cli as keys_cli
 
     keys_cmd = commands.add_parser("keys", help="API keys: create, list, revoke, set-tier")
