@@ -73,3 +73,10 @@ def test_a_stack_that_prices_one_type_keeps_the_other_defaults():
     assert prices.spot["g5.xlarge"] == 0.5
     assert prices.spot["g6e.2xlarge"] == 1.1
     assert prices.spot["g4dn.xlarge"] == FleetConfig().prices.spot["g4dn.xlarge"]
+
+
+def test_v100_nodes_are_refused_before_anything_launches():
+    # The GPU nodes' AMI (open-source NVIDIA kernel modules) cannot drive a V100.
+    message = _problems({"fleet": {"instance_types": [{"type": "p3.2xlarge"}]}})
+    assert '  - fleet.instance_types[0].type: got "p3.2xlarge"' in message
+    assert "allowed families: g4dn, g5, g6, g6e, gr6, p4d, p4de, p5, p5e" in message
