@@ -6,14 +6,18 @@ once sent, except when a spot node hands its requests back, which are sent again
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from llmfleet.local.simulator.workload import Request
+
+if TYPE_CHECKING:
+    from llmfleet.local.simulator.fleet import SimNode
 
 Failed = Callable[[Request, float, str], None]
 
 
 class Edge:
-    def __init__(self, ready: list, now: Callable[[], float], on_fail: Failed) -> None:
+    def __init__(self, ready: list[SimNode], now: Callable[[], float], on_fail: Failed) -> None:
         self._ready = ready  # the fleet's ready nodes, kept current by the fleet
         self._now = now
         self._on_fail = on_fail
@@ -27,7 +31,7 @@ class Edge:
             self._on_fail(request, self._now(), "no ready node")
             return
         start = self._turn % count
-        best, best_load, offset = None, None, 0
+        best, best_load, offset = ready[start], None, 0
         for i in range(count):
             node = ready[(start + i) % count]
             load = node.engine.load

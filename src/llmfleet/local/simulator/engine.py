@@ -76,10 +76,6 @@ class NodeEngine:
         """Requests on this node, running or waiting: what a least-connections edge counts."""
         return len(self._batch) + len(self.waiting)
 
-    @property
-    def busy(self) -> bool:
-        return self._end is not None
-
     def submit(self, request: Request) -> None:
         self.waiting.append(request)
         if self._end is None:

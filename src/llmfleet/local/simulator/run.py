@@ -24,7 +24,7 @@ from llmfleet.local.simulator.observe import History
 from llmfleet.local.simulator.outcomes import Outcomes
 from llmfleet.local.simulator.report import Moment, ScaleEvent, SimulationResult
 from llmfleet.local.simulator.settings import SimulationError, SimulationSettings
-from llmfleet.local.simulator.workload import requests
+from llmfleet.local.simulator.workload import Request, requests
 from llmfleet.local.traces import Trace
 
 
@@ -62,7 +62,7 @@ class _Simulation:
         self.arrivals_done = False
         self.reclaims = random.Random(f"llmfleet-sim-spot-{settings.seed}")
 
-    def _hand_back(self, handed: list) -> None:
+    def _hand_back(self, handed: list[Request]) -> None:
         self.edge.send_again(handed)
 
     def _start_fleet(self) -> ScalerState:
