@@ -31,7 +31,8 @@ class FakeVLLM:
 
     ``mode``: ``ok`` (normal), ``drop`` (closes the connection mid-stream), ``truncated``
     (ends the stream cleanly but without ``data: [DONE]``), ``fail`` (503 with an error
-    body) or ``hang`` (never answers until the server stops).
+    body) or ``hang`` (never answers until the server stops). ``hold_until=N`` answers
+    nothing until N requests have arrived, then everything.
     """
 
     def __init__(
@@ -41,17 +42,28 @@ class FakeVLLM:
         token_delay_s: float = 0.0,
         send_usage: bool = True,
         upstreams: list[str] | None = None,
+        hold_until: int | None = None,
     ) -> None:
         self.mode = mode
         self.token_delay_s = token_delay_s
         self.send_usage = send_usage
         self.upstreams = upstreams or []
+        self.hold_until = hold_until
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.hanging = 0
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        self._released: asyncio.Event | None = None
+        self._arrived = threading.Condition()
+
+    def wait_for_requests(self, count: int, timeout_s: float = 30.0) -> None:
+        """Block the calling thread until ``count`` requests have arrived."""
+        with self._arrived:
+            assert self._arrived.wait_for(lambda: len(self.bodies) >= count, timeout_s), (
+                f"{len(self.bodies)} of {count} requests arrived"
+            )
 
     @property
     def url(self) -> str:
@@ -59,6 +71,7 @@ class FakeVLLM:
 
     async def start(self) -> None:
         self._stopping = asyncio.Event()
+        self._released = asyncio.Event()
         app = web.Application()
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/chat/completions", self.generate)
@@ -70,8 +83,10 @@ class FakeVLLM:
         self.port = self._runner.addresses[0][1]
 
     async def stop(self) -> None:
-        if self._stopping is not None:
-            self._stopping.set()  # releases hanging handlers so shutdown is quick
+        if self._stopping is not None and self._released is not None:
+            # Release hanging and held handlers so shutdown is quick.
+            self._stopping.set()
+            self._released.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -85,8 +100,15 @@ class FakeVLLM:
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.bodies.append(body)
-        self.headers.append(dict(request.headers))
+        with self._arrived:
+            self.bodies.append(body)
+            self.headers.append(dict(request.headers))
+            self._arrived.notify_all()
+        if self.hold_until is not None:
+            assert self._released is not None
+            if len(self.bodies) >= self.hold_until:
+                self._released.set()
+            await self._released.wait()
         chat = request.path.endswith("/chat/completions")
         n = int(body["max_tokens"])
         usage = {"prompt_tokens": 10, "completion_tokens": n, "total_tokens": 10 + n}

@@ -8,9 +8,12 @@ Typical use::
     print(report.render_text())
 """
 
+from .arrivals import RateSegment, arrival_times
 from .progress import ProgressCallback, ProgressSnapshot, StderrProgress
-from .report import LoadReport, RequestRecord, build_report, percentile
+from .records import RequestRecord, percentile
+from .report import LoadReport, OpenLoop, build_report
 from .runner import UPSTREAM_HEADER, LoadSpec, LoadTargetError, run_load, run_load_sync
+from .timeline import TimelineBucket, build_timeline
 from .workload import (
     DEFAULT_OUTPUT_TOKENS,
     DEFAULT_PROMPT_TOKENS,
@@ -33,13 +36,18 @@ __all__ = [
     "LoadReport",
     "LoadSpec",
     "LoadTargetError",
+    "OpenLoop",
     "ProgressCallback",
     "ProgressSnapshot",
+    "RateSegment",
     "RequestPlan",
     "RequestRecord",
     "StderrProgress",
+    "TimelineBucket",
     "UniformDistribution",
+    "arrival_times",
     "build_report",
+    "build_timeline",
     "generate_plans",
     "parse_distribution",
     "percentile",

@@ -16,12 +16,13 @@ class ProgressSnapshot:
     """The state of a run, passed to a progress callback."""
 
     done: int
-    total: int
+    total: int | None  # None while a duration, not a count, bounds the run
     ok: int
     errors: int
     in_flight: int
     elapsed_s: float
     finished: bool = False
+    dropped: int = 0  # open-loop arrivals not sent: the in-flight cap was reached
 
     @property
     def requests_per_s(self) -> float:
@@ -30,8 +31,10 @@ class ProgressSnapshot:
 
     def describe(self) -> str:
         """One line such as ``42/100 done, 1 errors, 3 in flight, 12.3 req/s, 3.4 s``."""
+        done = f"{self.done}" if self.total is None else f"{self.done}/{self.total}"
+        dropped = f", {self.dropped} dropped" if self.dropped else ""
         return (
-            f"{self.done}/{self.total} done, {self.errors} errors, {self.in_flight} in flight, "
+            f"{done} done, {self.errors} errors{dropped}, {self.in_flight} in flight, "
             f"{self.requests_per_s:.1f} req/s, {self.elapsed_s:.1f} s"
         )
 

@@ -1,84 +1,74 @@
-"""Per-request records, the aggregated load report, and the shared percentile helper."""
+"""The aggregated load report: totals, percentiles, the timeline, and their text summary."""
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["LoadReport", "RequestRecord", "build_report", "percentile"]
+from .arrivals import RateSegment
+from .records import RequestRecord, percentile
+from .timeline import TimelineBucket, bucket_size, build_timeline
+
+__all__ = ["LoadReport", "OpenLoop", "RequestRecord", "build_report", "percentile"]
+
+# The text summary shows the timeline in about this many rows; --json has every bucket.
+TEXT_TIMELINE_ROWS = 12
 
 
-def percentile(values: Iterable[float], q: float) -> float:
-    """The ``q``-th percentile (0 <= q <= 100) by linear interpolation between closest ranks.
+@dataclass(frozen=True)
+class OpenLoop:
+    """How the requests of an open-loop run arrived.
 
-    This is the "linear" method of numpy's ``percentile`` (Hyndman & Fan type 7, Excel's
-    PERCENTILE.INC): sort the n values, take the fractional rank ``r = (n - 1) * q / 100``
-    and interpolate between the values at ``floor(r)`` and ``ceil(r)``. So ``q=0`` is the
-    minimum, ``q=100`` the maximum and ``q=50`` the usual median. Raises ValueError for
-    an empty input or ``q`` outside 0..100.
-    """
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile q must be within 0..100, got {q}")
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("percentile of an empty sequence")
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    """What happened to one request.
-
-    ``status`` is the HTTP status, or one of: ``"connect_error"`` (no connection),
-    ``"disconnected"`` (closed before a response), ``"timeout"`` (over ``timeout_s``),
-    ``"deadline"`` (cut off by the run's ``max_duration_s``), ``"stream_broken"``
-    (a 200 stream that ended without ``data: [DONE]``), ``"stream_error"`` (an error
-    event inside a 200 stream) or ``"protocol_error"`` (a 200 body that is not the
-    expected JSON). Times are seconds; ``start_s`` is relative to the start of the run.
+    ``request_rate`` is the fixed rate, or None when ``profile`` (a trace's name) set it;
+    ``time_scale`` compresses the trace's time axis (wall seconds = trace seconds × scale;
+    rates stay as the trace gives them). ``rate`` is the planned rate in wall seconds.
+    ``start_lag_max_s`` is how far the latest request started behind its planned time:
+    near zero when the client kept up with the schedule.
     """
 
-    index: int
-    start_s: float
-    status: int | str
-    latency_s: float
-    ttft_s: float | None  # first content delta; for non-streaming, the latency
-    output_tokens: int  # usage.completion_tokens if reported, else content chunks seen
-    prompt_tokens: int  # planned (approximate)
-    max_tokens: int
-    backend: str
-    error: str | None = None
-    retries: int = 0  # sent again after the connection closed before any answer
+    arrival: str
+    request_rate: float | None
+    profile: str | None
+    time_scale: float
+    max_in_flight: int
+    rate: list[RateSegment]
+    start_lag_max_s: float
 
-    @property
-    def ok(self) -> bool:
-        """Whether the request completed successfully (2xx and, when streaming, [DONE])."""
-        return isinstance(self.status, int) and 200 <= self.status < 300
+    def describe(self) -> str:
+        """Such as ``poisson arrivals at 20 req/s`` or ``profile surge at time scale 0.1``."""
+        if self.profile is None:
+            return f"{self.arrival} arrivals at {self.request_rate:g} req/s"
+        return f"{self.arrival} arrivals, profile {self.profile} at time scale {self.time_scale:g}"
 
 
 @dataclass
 class LoadReport:
     """Aggregated results of one load run.
 
-        Latency and TTFT percentiles cover successful requests only (a timeout or refused
-        connection says nothing about serving speed); they are None when nothing succeeded.
-        ``requests_per_s`` counts every finished request, ``ok_requests_per_s`` only the
-        successful ones, and ``output_tokens_per_s`` every output token received (including
-        from broken streams), all over ``wall_time_s`` (first request sent to last one finished;
-    the model lookup is not included). ``records`` holds the raw per-request
-        records in request order; :meth:`to_dict` leaves them out unless asked.
+    Latency and TTFT percentiles cover successful requests only (a timeout or refused
+    connection says nothing about serving speed); they are None when nothing succeeded.
+    ``requests_per_s`` counts every finished request, ``ok_requests_per_s`` only the
+    successful ones, and ``output_tokens_per_s`` every output token received (including
+    from broken streams), all over ``wall_time_s`` (first request sent to last one finished;
+    the model lookup is not included).
+
+    ``concurrency`` is the number of closed-loop clients (None for an open-loop run, which
+    has ``open_loop`` instead). ``planned_requests`` is what the run's bounds allowed: ``-n``,
+    or the requests started before ``duration_s`` closed the window, or every arrival of an
+    open-loop schedule. ``dropped`` arrivals were never sent because ``max_in_flight``
+    requests were already in flight. ``interrupted`` marks a partial report (Ctrl-C).
+    ``started_at`` is the Unix time of the start. ``timeline`` splits the run into
+    ``bucket_s``-second buckets. ``records`` holds the raw per-request records in request
+    order and ``dropped_s`` the drop times; :meth:`to_dict` leaves both out unless asked.
     """
 
     url: str
     model: str
     endpoint: str
     stream: bool
-    concurrency: int
+    concurrency: int | None
     seed: int
     output_tokens_dist: str
     prompt_tokens_dist: str
@@ -102,7 +92,15 @@ class LoadReport:
     broken_streams: int
     stopped_by_deadline: bool
     retried: int = 0  # requests sent more than once (see LoadSpec.max_retries)
+    open_loop: OpenLoop | None = None
+    duration_s: float | None = None
+    dropped: int = 0
+    interrupted: bool = False
+    started_at: float | None = None
+    bucket_s: float = 1.0
+    timeline: list[TimelineBucket] = field(default_factory=list)
     records: list[RequestRecord] = field(default_factory=list, repr=False)
+    dropped_s: list[float] = field(default_factory=list, repr=False)
 
     @property
     def errors(self) -> int:
@@ -111,35 +109,55 @@ class LoadReport:
 
     @property
     def all_ok(self) -> bool:
-        """True when every planned request was sent and succeeded."""
-        return self.ok == self.planned_requests
+        """True when every planned request was sent and succeeded, without interruption."""
+        return self.ok == self.planned_requests and not self.interrupted
 
     def to_dict(self, include_records: bool = False) -> dict[str, Any]:
         """A JSON-safe dict of the report (and the raw records if ``include_records``)."""
         # Not asdict(self): that would deep-copy every record only to drop them.
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "records"}
+        raw = ("records", "dropped_s")
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in raw}
         data["errors_by_status"] = dict(self.errors_by_status)
         data["requests_by_backend"] = dict(self.requests_by_backend)
+        data["open_loop"] = asdict(self.open_loop) if self.open_loop else None
+        data["timeline"] = [asdict(bucket) for bucket in self.timeline]
         data["errors"] = self.errors
         if include_records:
             data["records"] = [asdict(record) for record in self.records]
+            data["dropped_s"] = list(self.dropped_s)
         return data
 
     def render_text(self) -> str:
         """A compact human-readable summary table."""
-
-        def ms(value: float | None) -> str:
-            return "-" if value is None else f"{value * 1000:.1f}"
-
         stream = "stream" if self.stream else "no-stream"
+        if self.open_loop is None:
+            shape = f"concurrency={self.concurrency}"
+        else:
+            shape = f"open loop: {self.open_loop.describe()}"
+        if self.duration_s is not None:
+            shape += f" for {self.duration_s:g} s"
+        if self.open_loop is not None:
+            shape += f", max in flight {self.open_loop.max_in_flight};"
         lines = [
             f"target     {self.url}  model={self.model}  {self.endpoint} {stream}",
-            f"workload   concurrency={self.concurrency} seed={self.seed} "
+            f"workload   {shape} seed={self.seed} "
             f"output={self.output_tokens_dist} prompt={self.prompt_tokens_dist}",
             f"requests   {self.total_requests}/{self.planned_requests} finished, "
             f"{self.ok} ok, {self.errors} failed"
-            + ("  (stopped at --max-duration)" if self.stopped_by_deadline else ""),
+            + ("  (stopped at --max-duration)" if self.stopped_by_deadline else "")
+            + ("  (interrupted: partial report)" if self.interrupted else ""),
         ]
+        if self.dropped:
+            assert self.open_loop is not None
+            lines.append(
+                f"dropped    {self.dropped} arrivals not sent: "
+                f"{self.open_loop.max_in_flight} requests were in flight (--max-in-flight)"
+            )
+        if self.open_loop is not None:
+            lines.append(
+                f"schedule   latest start {_ms(self.open_loop.start_lag_max_s)} ms "
+                "behind its planned time"
+            )
         if self.errors_by_status:
             errors = ", ".join(f"{k}: {v}" for k, v in self.errors_by_status.items())
             lines.append(f"errors     {errors}")
@@ -148,10 +166,10 @@ class LoadReport:
             lines.append(f"backends   {backends}")
         lines += [
             f"{'':10} {'p50':>9} {'p95':>9} {'p99':>9} {'mean':>9}",
-            f"{'latency ms':10} {ms(self.latency_p50_s):>9} {ms(self.latency_p95_s):>9} "
-            f"{ms(self.latency_p99_s):>9} {ms(self.latency_mean_s):>9}",
-            f"{'ttft ms':10} {ms(self.ttft_p50_s):>9} {ms(self.ttft_p95_s):>9} "
-            f"{ms(self.ttft_p99_s):>9}",
+            f"{'latency ms':10} {_ms(self.latency_p50_s):>9} {_ms(self.latency_p95_s):>9} "
+            f"{_ms(self.latency_p99_s):>9} {_ms(self.latency_mean_s):>9}",
+            f"{'ttft ms':10} {_ms(self.ttft_p50_s):>9} {_ms(self.ttft_p95_s):>9} "
+            f"{_ms(self.ttft_p99_s):>9}",
             f"throughput {self.requests_per_s:.2f} req/s ({self.ok_requests_per_s:.2f} ok), "
             f"{self.output_tokens_per_s:.1f} output tok/s, "
             f"{self.output_tokens_total} tokens in {self.wall_time_s:.2f} s",
@@ -160,7 +178,43 @@ class LoadReport:
             lines.append(f"broken     {self.broken_streams} streams ended without [DONE]")
         if self.retried:
             lines.append(f"retried    {self.retried} (the connection closed before an answer)")
+        if self.records or self.dropped_s:
+            lines += self._timeline_text()
         return "\n".join(lines)
+
+    def _timeline_text(self) -> list[str]:
+        # A few coarse rows show a surge's phases; --json keeps every bucket.
+        size = max(self.bucket_s, bucket_size(self.wall_time_s, TEXT_TIMELINE_ROWS))
+        rows = build_timeline(
+            self.records,
+            self.dropped_s,
+            size,
+            rate=self.open_loop.rate if self.open_loop else None,
+            span_s=self.wall_time_s,
+        )
+        target = self.open_loop is not None
+        header = f"{'from s':>7} {'started/s':>9}" + (f" {'target/s':>8}" if target else "")
+        header += f" {'in flight':>9} {'ok':>6} {'errors':>6}"
+        header += f" {'dropped':>7}" if self.dropped else ""
+        header += f" {'p50 ms':>8} {'p99 ms':>8}"
+        lines = [
+            f"timeline   {len(self.timeline)} buckets of {self.bucket_s:g} s in --json; "
+            f"by {size:g} s:",
+            header,
+        ]
+        for row in rows:
+            line = f"{row.start_s:>7g} {row.started / size:>9.1f}"
+            if target:
+                line += f" {row.target_rps or 0.0:>8.1f}"
+            line += f" {row.in_flight:>9.1f} {row.ok:>6} {row.errors:>6}"
+            line += f" {row.dropped:>7}" if self.dropped else ""
+            line += f" {_ms(row.latency_p50_s):>8} {_ms(row.latency_p99_s):>8}"
+            lines.append(line)
+        return lines
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
 
 
 def _pct(values: Sequence[float], q: float) -> float | None:
@@ -176,13 +230,22 @@ def build_report(
     model: str,
     endpoint: str,
     stream: bool,
-    concurrency: int,
+    concurrency: int | None,
     seed: int,
     output_tokens_dist: str,
     prompt_tokens_dist: str,
     stopped_by_deadline: bool = False,
+    open_loop: OpenLoop | None = None,
+    duration_s: float | None = None,
+    dropped_s: Sequence[float] = (),
+    interrupted: bool = False,
+    started_at: float | None = None,
+    bucket_s: float | None = None,
 ) -> LoadReport:
-    """Aggregate per-request records into a :class:`LoadReport`."""
+    """Aggregate per-request records (and drop times) into a :class:`LoadReport`.
+
+    ``bucket_s`` sets the timeline's bucket; by default 1 s, coarser for runs over 10 minutes.
+    """
     ordered = sorted(records, key=lambda r: r.index)
     good = [r for r in ordered if r.ok]
     latencies = [r.latency_s for r in good]
@@ -192,6 +255,15 @@ def build_report(
     backends = Counter(r.backend for r in ordered)
     tokens = sum(r.output_tokens for r in ordered)
     wall = max(wall_time_s, 1e-9)
+    drops = sorted(dropped_s)
+    size = bucket_s if bucket_s is not None else bucket_size(wall_time_s)
+    timeline = build_timeline(
+        ordered,
+        drops,
+        size,
+        rate=open_loop.rate if open_loop else None,
+        span_s=wall_time_s,
+    )
     return LoadReport(
         url=url,
         model=model,
@@ -221,5 +293,13 @@ def build_report(
         broken_streams=sum(1 for r in ordered if r.status == "stream_broken"),
         retried=sum(1 for r in ordered if r.retries),
         stopped_by_deadline=stopped_by_deadline,
+        open_loop=open_loop,
+        duration_s=duration_s,
+        dropped=len(drops),
+        interrupted=interrupted,
+        started_at=started_at,
+        bucket_s=size,
+        timeline=timeline,
         records=ordered,
+        dropped_s=drops,
     )

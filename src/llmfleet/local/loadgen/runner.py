@@ -7,14 +7,20 @@ import contextlib
 import json
 import math
 import os
+import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
 from yarl import URL
 
+from llmfleet.local.traces import Trace
+
+from .arrivals import ARRIVALS, Arrival, RateSegment, arrival_times, constant_rate
 from .progress import ProgressCallback, ProgressSnapshot
-from .report import LoadReport, RequestRecord, build_report
+from .records import RequestRecord
+from .report import LoadReport, OpenLoop, build_report
 from .workload import (
     DEFAULT_OUTPUT_TOKENS,
     DEFAULT_PROMPT_TOKENS,
@@ -30,6 +36,8 @@ __all__ = ["UPSTREAM_HEADER", "LoadSpec", "LoadTargetError", "run_load", "run_lo
 UPSTREAM_HEADER = "x-llmfleet-upstream"
 MAX_REQUESTS = 1_000_000
 MAX_CONCURRENCY = 10_000
+MAX_REQUEST_RATE = 10_000.0
+DEFAULT_MAX_DURATION_S = 120.0
 
 Endpoint = Literal["chat", "completions"]
 _PATHS: dict[str, str] = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
@@ -41,7 +49,20 @@ class LoadTargetError(RuntimeError):
 
 @dataclass
 class LoadSpec:
-    """What load to send, and where. Every run is bounded by ``requests`` and ``max_duration_s``.
+    """What load to send, and where. Every run is bounded in count and in time.
+
+    Closed loop (the default): ``concurrency`` clients each send a request, wait for its
+    answer, and send the next. Open loop: with ``request_rate``, or with a ``profile`` whose
+    rate changes over time, requests start at that rate (``arrival`` ``"poisson"`` or
+    ``"constant"``) whatever the answers do, as real users arrive; at most ``max_in_flight``
+    are in flight and an arrival beyond that is dropped by the client and counted in the
+    report. ``time_scale`` compresses a profile's time axis (0.1 plays a 30-minute trace in
+    3 minutes); its rates stay as they are.
+
+    Bounds: at most ``requests`` requests (None: no count bound, which needs ``duration_s``
+    or a profile); no request starts after ``duration_s`` seconds or the end of the
+    profile; and ``max_duration_s`` is the hard stop that cuts requests still in flight (see
+    :meth:`stop_after_s` for its default).
 
     ``output_tokens`` and ``prompt_tokens`` take a :class:`Distribution` or its string form
     (see :func:`parse_distribution`); strings are parsed on construction, so a bad value
@@ -53,15 +74,21 @@ class LoadSpec:
 
     url: str = "http://127.0.0.1:8080"
     model: str | None = None
-    requests: int = 100
+    requests: int | None = 100
     concurrency: int = 10
     ramp_s: float = 0.0
+    request_rate: float | None = None
+    profile: Trace | None = None
+    time_scale: float = 1.0
+    arrival: Arrival = "poisson"
+    max_in_flight: int = 500
+    duration_s: float | None = None
     stream: bool = True
     endpoint: Endpoint = "chat"
     seed: int = 0
     output_tokens: Distribution | str = DEFAULT_OUTPUT_TOKENS
     prompt_tokens: Distribution | str = DEFAULT_PROMPT_TOKENS
-    max_duration_s: float = 120.0
+    max_duration_s: float | None = None
     timeout_s: float = 60.0
     headers: dict[str, str] = field(default_factory=dict)
     api_key: str | None = None
@@ -79,14 +106,99 @@ class LoadSpec:
             raise ValueError(
                 f"url must be an http(s) URL such as http://127.0.0.1:8080, got {self.url!r}"
             )
-        _check_int("requests", self.requests, 1, MAX_REQUESTS)
+        if self.requests is not None:
+            _check_int("requests", self.requests, 1, MAX_REQUESTS)
         _check_int("concurrency", self.concurrency, 1, MAX_CONCURRENCY)
+        _check_int("max_in_flight", self.max_in_flight, 1, MAX_CONCURRENCY)
         _check_int("max_retries", self.max_retries, 0, 10)
         _check_float("ramp_s", self.ramp_s, allow_zero=True)
-        _check_float("max_duration_s", self.max_duration_s, allow_zero=False)
         _check_float("timeout_s", self.timeout_s, allow_zero=False)
+        if self.max_duration_s is not None:
+            _check_float("max_duration_s", self.max_duration_s, allow_zero=False)
+        if self.duration_s is not None:
+            _check_float("duration_s", self.duration_s, allow_zero=False)
+        if self.request_rate is not None:
+            rate = self.request_rate
+            finite = isinstance(rate, int | float) and not isinstance(rate, bool)
+            if not (finite and math.isfinite(rate) and 0 < rate <= MAX_REQUEST_RATE):
+                raise ValueError(
+                    f"request_rate must be a number of requests per second > 0 and <= "
+                    f"{MAX_REQUEST_RATE:g}, got {rate!r}"
+                )
+        if self.request_rate is not None and self.profile is not None:
+            raise ValueError("give request_rate or profile, not both: each sets the rate")
+        ok_scale = isinstance(self.time_scale, int | float) and not isinstance(
+            self.time_scale, bool
+        )
+        if not (ok_scale and math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise ValueError(f"time_scale must be a finite number > 0, got {self.time_scale!r}")
+        if self.time_scale != 1.0 and self.profile is None:
+            raise ValueError(
+                f"time_scale {self.time_scale:g} compresses a profile; there is none"
+            )
+        if self.arrival not in ARRIVALS:
+            raise ValueError(f"arrival must be 'poisson' or 'constant', got {self.arrival!r}")
         if self.endpoint not in _PATHS:
             raise ValueError(f"endpoint must be 'chat' or 'completions', got {self.endpoint!r}")
+        if self.open_loop and self.ramp_s:
+            raise ValueError("ramp_s spreads closed-loop clients; an open-loop run has none")
+        if self.requests is None and self.window_s is None:
+            raise ValueError("requests=None needs duration_s or a profile: every run is bounded")
+        window = self.window_s
+        if window is not None and self.max_duration_s is not None and (
+            window >= self.max_duration_s
+        ):
+            raise ValueError(
+                f"max_duration_s ({self.max_duration_s:g}) must be above the {window:g} s "
+                "during which requests start, or it would cut the run short"
+            )
+
+    @property
+    def open_loop(self) -> bool:
+        """Whether requests start on a schedule rather than when earlier ones are answered."""
+        return self.request_rate is not None or self.profile is not None
+
+    @property
+    def window_s(self) -> float | None:
+        """Seconds after the start during which requests may start (None: no such limit)."""
+        if self.profile is None:
+            return self.duration_s
+        played = self.profile.duration_s * self.time_scale
+        return played if self.duration_s is None else min(played, self.duration_s)
+
+    def stop_after_s(self, last_start_s: float | None = None) -> float:
+        """The hard stop in seconds: requests still in flight then are cut (``deadline``).
+
+        ``max_duration_s`` if given; else ``timeout_s`` after the last request may start (the
+        end of ``duration_s`` or of the profile, else ``last_start_s``: the last arrival of
+        an open-loop schedule); else 120 s.
+        """
+        if self.max_duration_s is not None:
+            return self.max_duration_s
+        last = self.window_s if self.window_s is not None else last_start_s
+        return DEFAULT_MAX_DURATION_S if last is None else last + self.timeout_s
+
+    def schedule(self) -> list[float] | None:
+        """An open-loop run's arrival times in seconds from its start (None: closed loop)."""
+        if not self.open_loop:
+            return None
+        bound = MAX_REQUESTS if self.requests is None else self.requests
+        return arrival_times(self.rate(), self.arrival, self.seed, bound)
+
+    def rate(self) -> list[RateSegment]:
+        """The planned open-loop arrival rate (empty for a closed-loop run)."""
+        if self.request_rate is not None:
+            return constant_rate(self.request_rate, self.window_s)
+        if self.profile is None:
+            return []
+        window = self.window_s
+        assert window is not None
+        scale = self.time_scale
+        return [
+            RateSegment(start * scale, min(end * scale, window), rps)
+            for start, end, rps in self.profile.segments()
+            if start * scale < window
+        ]
 
     @property
     def base_url(self) -> URL:
@@ -208,6 +320,7 @@ class _Run:
         spec: LoadSpec,
         session: aiohttp.ClientSession,
         model: str,
+        schedule: list[float] | None,
         deadline: float,
         progress: ProgressCallback | None,
     ) -> None:
@@ -221,36 +334,72 @@ class _Run:
         self.default_backend = _authority(spec.base_url)
         assert isinstance(spec.output_tokens, Distribution)
         assert isinstance(spec.prompt_tokens, Distribution)
-        self.plans = generate_plans(
-            spec.requests, spec.seed, spec.output_tokens, spec.prompt_tokens
-        )
+        self.schedule = schedule
+        if schedule is not None:
+            bound = len(schedule)
+        else:
+            bound = MAX_REQUESTS if spec.requests is None else spec.requests
+        self.bound = bound
+        self.plans = generate_plans(bound, spec.seed, spec.output_tokens, spec.prompt_tokens)
         self.records: list[RequestRecord] = []
+        self.dropped_s: list[float] = []
         self.errors = 0
         self.in_flight = 0
+        self.sent = 0
         self.started = 0.0
+        self.started_at = 0.0
+        self.window_end: float | None = None
+        self.window_closed = False
+        self.start_lag_max = 0.0
+        self.interrupted = False
+        self.wake = asyncio.Event()
+        self.scopes: set[asyncio.Timeout] = set()
+
+    @property
+    def planned(self) -> int:
+        """What the bounds allowed: -n, or what started before the window closed."""
+        if self.schedule is None and (self.window_closed or self.spec.requests is None):
+            return self.sent
+        return self.bound
 
     def snapshot(self, finished: bool = False) -> ProgressSnapshot:
         done = len(self.records)
+        known = self.schedule is not None or self.spec.requests is not None
         return ProgressSnapshot(
             done=done,
-            total=self.spec.requests,
+            total=self.bound if known else None,
             ok=done - self.errors,
             errors=self.errors,
             in_flight=self.in_flight,
             elapsed_s=self.loop.time() - self.started,
             finished=finished,
+            dropped=len(self.dropped_s),
         )
+
+    def interrupt(self) -> None:
+        """Start nothing more and cut the requests in flight now (status ``interrupted``)."""
+        if self.interrupted:
+            return
+        self.interrupted = True
+        self.deadline = self.loop.time()
+        self.wake.set()
+        for scope in self.scopes:
+            scope.reschedule(self.deadline)
 
     async def run(self) -> float:
         """Send everything; return the wall time in seconds."""
         self.started = self.loop.time()
-        workers = [
-            asyncio.create_task(self.worker(i))
-            for i in range(min(self.spec.concurrency, self.spec.requests))
-        ]
-        tasks = [*workers, *([asyncio.create_task(self.tick())] if self.progress else [])]
+        self.started_at = time.time()
+        if self.spec.window_s is not None:
+            self.window_end = self.started + self.spec.window_s
+        if self.schedule is not None:
+            senders = [asyncio.create_task(self.dispatch(self.schedule))]
+        else:
+            clients = min(self.spec.concurrency, self.bound)
+            senders = [asyncio.create_task(self.worker(i)) for i in range(clients)]
+        tasks = [*senders, *([asyncio.create_task(self.tick())] if self.progress else [])]
         try:
-            await asyncio.gather(*workers)
+            await asyncio.gather(*senders)
         finally:
             # Also reached on an error or cancellation: leave no task running behind.
             for task in tasks:
@@ -268,24 +417,66 @@ class _Run:
             await asyncio.sleep(1.0)
             self.progress(self.snapshot())
 
+    async def pause_until(self, when: float) -> None:
+        """Wait until loop time ``when``, or less if the run is interrupted."""
+        if when <= self.loop.time():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(when):
+                await self.wake.wait()
+
+    def may_start(self) -> bool:
+        now = self.loop.time()
+        if now >= self.deadline:
+            return False
+        if self.window_end is not None and now >= self.window_end:
+            self.window_closed = True
+            return False
+        return True
+
     async def worker(self, number: int) -> None:
         delay = number * self.spec.ramp_s / self.spec.concurrency
-        if delay > 0:
-            await asyncio.sleep(min(delay, max(0.0, self.deadline - self.loop.time())))
-        while self.loop.time() < self.deadline:
+        await self.pause_until(min(self.started + delay, self.deadline))
+        while self.may_start():
             plan = next(self.plans, None)
             if plan is None:
                 return
             self.in_flight += 1
-            try:
-                record = await self.send(plan)
-            finally:
-                self.in_flight -= 1
-            self.records.append(record)
-            if not record.ok:
-                self.errors += 1
-            if self.progress:
-                self.progress(self.snapshot())
+            self.sent += 1
+            await self.complete(plan)
+
+    async def dispatch(self, schedule: list[float]) -> None:
+        # A task group: if the dispatcher fails or is cancelled, so are its requests.
+        async with asyncio.TaskGroup() as requests:
+            for at, plan in zip(schedule, self.plans, strict=True):
+                planned_at = self.started + at
+                await self.pause_until(planned_at)
+                # Not may_start(): the schedule ends before the window does, and an arrival
+                # the loop wakes for a little late still belongs to the run.
+                if self.loop.time() >= self.deadline:
+                    return
+                self.start_lag_max = max(self.start_lag_max, self.loop.time() - planned_at)
+                if self.in_flight >= self.spec.max_in_flight:
+                    self.dropped_s.append(at)
+                    if self.progress:
+                        self.progress(self.snapshot())
+                    continue
+                # Counted before the task runs, so arrivals in the same tick see the cap.
+                self.in_flight += 1
+                self.sent += 1
+                requests.create_task(self.complete(plan))
+
+    async def complete(self, plan: RequestPlan) -> None:
+        """Send one request already counted in flight, and record it."""
+        try:
+            record = await self.send(plan)
+        finally:
+            self.in_flight -= 1
+        self.records.append(record)
+        if not record.ok:
+            self.errors += 1
+        if self.progress:
+            self.progress(self.snapshot())
 
     def body(self, plan: RequestPlan) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": plan.max_tokens}
@@ -304,15 +495,20 @@ class _Run:
         attempt = _Attempt(backend=self.default_backend)
         start = self.loop.time()
         request_deadline = start + self.spec.timeout_s
+        scope: asyncio.Timeout | None = None
         try:
-            async with asyncio.timeout_at(min(request_deadline, self.deadline)):
+            async with asyncio.timeout_at(min(request_deadline, self.deadline)) as scope:
+                # Registered so that an interruption can cut this request short.
+                self.scopes.add(scope)
                 await self.exchange(self.body(plan), attempt)
         except TimeoutError:
             if attempt.done_at is not None:
                 # Complete at [DONE]; only the trailing end of the body never came.
                 attempt.status = attempt.http_status
+            elif request_deadline <= self.deadline:
+                attempt.status = "timeout"
             else:
-                attempt.status = "timeout" if request_deadline <= self.deadline else "deadline"
+                attempt.status = "interrupted" if self.interrupted else "deadline"
         except aiohttp.ClientConnectorError as exc:
             attempt.status, attempt.error = "connect_error", _reason(exc)
         except aiohttp.ClientError as exc:
@@ -322,6 +518,9 @@ class _Run:
             else:
                 attempt.status = "stream_broken" if attempt.streaming else "disconnected"
                 attempt.error = str(exc) or type(exc).__name__
+        finally:
+            if scope is not None:
+                self.scopes.discard(scope)
         end = attempt.done_at if attempt.done_at is not None else self.loop.time()
         assert attempt.status is not None
         tokens = attempt.usage_tokens if attempt.usage_tokens is not None else attempt.chunks
@@ -438,23 +637,32 @@ def _usage_tokens(data: dict[str, Any]) -> int | None:
     return None
 
 
-async def run_load(spec: LoadSpec, progress: ProgressCallback | None = None) -> LoadReport:
+async def run_load(
+    spec: LoadSpec,
+    progress: ProgressCallback | None = None,
+    *,
+    stop: asyncio.Event | None = None,
+) -> LoadReport:
     """Send the load described by ``spec`` and return the report.
 
-    Stops by itself after ``spec.requests`` requests or ``spec.max_duration_s`` seconds,
-    whichever comes first; requests still running at the deadline are recorded with status
-    ``"deadline"``. Raises :class:`LoadTargetError` if the target cannot be reached at the
-    start (or its model cannot be discovered), rather than recording every request as failed.
+    Stops by itself at the first of its bounds (see :class:`LoadSpec`); requests still
+    running at the hard stop are recorded with status ``"deadline"``. Setting ``stop`` ends
+    the run early: nothing more starts, requests in flight are cut and recorded as
+    ``"interrupted"``, and the partial report has ``interrupted=True``. Raises
+    :class:`LoadTargetError` if the target cannot be reached at the start (or its model
+    cannot be discovered), rather than recording every request as failed.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + spec.max_duration_s
+    schedule = spec.schedule()
+    deadline = loop.time() + spec.stop_after_s(schedule[-1] if schedule else None)
     base = spec.base_url
     headers = {"User-Agent": "llmfleet-load", **spec.headers}
     if spec.api_key and not any(k.lower() == "authorization" for k in headers):
         headers["Authorization"] = f"Bearer {spec.api_key}"
     # Timeouts are enforced per request with asyncio (see _Run.send), so none here.
     timeout = aiohttp.ClientTimeout(total=None)
-    connector = aiohttp.TCPConnector(limit=spec.concurrency)
+    limit = spec.max_in_flight if spec.open_loop else spec.concurrency
+    connector = aiohttp.TCPConnector(limit=limit)
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers
     ) as session:
@@ -464,26 +672,80 @@ async def run_load(spec: LoadSpec, progress: ProgressCallback | None = None) -> 
         else:
             model = spec.model
             await _check_reachable(base, probe_deadline)
-        run = _Run(spec, session, model, deadline, progress)
-        wall = await run.run()
+        run = _Run(spec, session, model, schedule, deadline, progress)
+        watcher = asyncio.create_task(_interrupt_on(stop, run)) if stop else None
+        try:
+            wall = await run.run()
+        finally:
+            if watcher:
+                watcher.cancel()
     records = run.records
-    stopped = len(records) < spec.requests or any(r.status == "deadline" for r in records)
+    unsent = run.sent + len(run.dropped_s) < run.planned
+    cut = any(r.status == "deadline" for r in records)
     return build_report(
         records,
         wall_time_s=wall,
-        planned_requests=spec.requests,
+        planned_requests=run.planned,
         url=str(base),
         model=model,
         endpoint=spec.endpoint,
         stream=spec.stream,
-        concurrency=spec.concurrency,
+        concurrency=None if spec.open_loop else spec.concurrency,
         seed=spec.seed,
         output_tokens_dist=str(spec.output_tokens),
         prompt_tokens_dist=str(spec.prompt_tokens),
-        stopped_by_deadline=stopped,
+        stopped_by_deadline=cut or (unsent and not run.interrupted),
+        open_loop=_open_loop(spec, run, wall),
+        duration_s=spec.window_s,
+        dropped_s=run.dropped_s,
+        interrupted=run.interrupted,
+        started_at=run.started_at,
     )
 
 
-def run_load_sync(spec: LoadSpec, progress: ProgressCallback | None = None) -> LoadReport:
-    """Blocking wrapper around :func:`run_load` (runs its own event loop)."""
-    return asyncio.run(run_load(spec, progress))
+async def _interrupt_on(stop: asyncio.Event, run: _Run) -> None:
+    await stop.wait()
+    run.interrupt()
+
+
+def _open_loop(spec: LoadSpec, run: _Run, wall: float) -> OpenLoop | None:
+    if not spec.open_loop:
+        return None
+    # Cut at the end of the run: a rate without --duration has no end of its own.
+    rate = [
+        RateSegment(s.start_s, min(s.end_s, wall), s.rps) for s in spec.rate() if s.start_s < wall
+    ]
+    return OpenLoop(
+        arrival=spec.arrival,
+        request_rate=spec.request_rate,
+        profile=spec.profile.name if spec.profile else None,
+        time_scale=spec.time_scale,
+        max_in_flight=spec.max_in_flight,
+        rate=rate,
+        start_lag_max_s=run.start_lag_max,
+    )
+
+
+def run_load_sync(
+    spec: LoadSpec, progress: ProgressCallback | None = None, *, stop_on_sigint: bool = False
+) -> LoadReport:
+    """Blocking wrapper around :func:`run_load` (runs its own event loop).
+
+    With ``stop_on_sigint`` (main thread only), the first SIGINT (Ctrl-C) ends the run early
+    with a partial report, as ``stop`` does for :func:`run_load`; a second one raises
+    KeyboardInterrupt as usual.
+    """
+
+    async def main() -> LoadReport:
+        if not stop_on_sigint:
+            return await run_load(spec, progress)
+        loop, stop = asyncio.get_running_loop(), asyncio.Event()
+
+        def first_interrupt() -> None:
+            loop.remove_signal_handler(signal.SIGINT)  # the default handler takes the next one
+            stop.set()
+
+        loop.add_signal_handler(signal.SIGINT, first_interrupt)
+        return await run_load(spec, progress, stop=stop)
+
+    return asyncio.run(main())
