@@ -1,10 +1,21 @@
-"""Argument handling of ``llmfleet load`` (runs against a server live in test_loadgen_runner)."""
+"""Argument handling of ``llmfleet load``, and Ctrl-C on the real command.
+
+Runs against a server live in test_loadgen_runner, test_loadgen_openloop and
+test_loadgen_timeline.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from test_loadgen_runner import FakeVLLM, serve
 
 from llmfleet.local.loadgen import DEFAULT_OUTPUT_TOKENS, DEFAULT_PROMPT_TOKENS
 from llmfleet.local.loadgen.cli import add_arguments, run
@@ -20,13 +31,18 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LLMFLEET_API_KEY", raising=False)
     args = parser().parse_args([])
     assert args.url == "http://127.0.0.1:8080"
-    assert (args.requests, args.concurrency, args.ramp) == (100, 10, 0.0)
+    # None: 100 for a plain run, no count limit with --duration or --profile.
+    assert (args.requests, args.concurrency, args.ramp) == (None, 10, 0.0)
+    assert (args.request_rate, args.profile, args.arrival, args.time_scale) == (
+        None, None, None, None)
+    assert (args.duration, args.max_in_flight, args.plot, args.prometheus) == (
+        None, None, None, None)
     assert args.stream is True and args.endpoint == "chat"
     assert (args.output_tokens, args.prompt_tokens) == (
         DEFAULT_OUTPUT_TOKENS,
         DEFAULT_PROMPT_TOKENS,
     )
-    assert (args.max_duration, args.seed, args.api_key, args.json) == (120.0, 0, None, False)
+    assert (args.max_duration, args.seed, args.api_key, args.json) == (None, 0, None, False)
 
 
 def test_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,9 +57,39 @@ def test_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parser().parse_args(["--api-key", "flag"]).api_key == "flag"
 
 
+def test_open_loop_flags(tmp_path: Path) -> None:
+    args = parser().parse_args(
+        ["--request-rate", "12.5", "--arrival", "constant", "--duration", "30",
+         "--max-in-flight", "64", "--plot", str(tmp_path / "run.png"),
+         "--prometheus", "http://127.0.0.1:9090"]
+    )  # fmt: skip
+    assert (args.request_rate, args.arrival, args.duration, args.max_in_flight) == (
+        12.5, "constant", 30.0, 64)
+    assert args.plot == tmp_path / "run.png" and args.prometheus == "http://127.0.0.1:9090"
+    surge = parser().parse_args(["--profile", "surge", "--time-scale", "0.1"])
+    assert (surge.profile.name, surge.time_scale) == ("surge", 0.1)
+    csv = tmp_path / "steps.csv"
+    csv.write_text("t_s,rps\n0,2\n60,0\n")
+    assert parser().parse_args(["--profile", str(csv)]).profile.rows == ((0, 2), (60, 0))
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
+        (["--request-rate", "0"], ["argument --request-rate", "> 0 and <= 10000", "'0'"]),
+        (["--request-rate", "5", "-c", "3"],
+         ["-c/--concurrency: not allowed with argument --request-rate"]),
+        (["--profile", "surge", "--request-rate", "5"], ["not allowed with argument --profile"]),
+        (["--profile", "burst"], ["argument --profile", "'burst'", "surge, diurnal, spiky",
+                                  "t_s,rps"]),
+        (["--arrival", "uniform"], ["argument --arrival", "'uniform'", "poisson", "constant"]),
+        (["--time-scale", "-1"], ["argument --time-scale", "> 0", "'-1'"]),
+        (["--duration", "0"], ["argument --duration", "> 0"]),
+        (["--max-in-flight", "0"], ["argument --max-in-flight", "from 1 to"]),
+        (["--plot", "run.jpg"], ["argument --plot", "ending in .png", "'run.jpg'"]),
+        (["--plot", "/no/such/folder/run.png"], ["argument --plot", "'/no/such/folder'",
+                                                 "does not exist"]),
+        (["--prometheus", "prom:9090"], ["argument --prometheus", "http(s) URL"]),
         (["--output-tokens", "lognormal"], ["argument --output-tokens", "'lognormal'", "fixed:N"]),
         (["--prompt-tokens", "uniform:9"], ["argument --prompt-tokens", "uniform:A-B"]),
         (["-n", "0"], ["argument -n/--requests", "from 1 to", "got 0"]),
@@ -71,3 +117,47 @@ def test_run_rejects_a_bad_namespace_with_2(capsys: pytest.CaptureFixture[str]) 
     args.concurrency = 0  # built by code, bypassing the argparse types
     assert run(args) == 2
     assert "concurrency" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--arrival", "constant"], "--arrival applies to open-loop runs: add --request-rate"),
+        (["--max-in-flight", "9"], "--max-in-flight applies to open-loop runs"),
+        (["--request-rate", "2", "--time-scale", "0.5"], "--time-scale compresses a --profile"),
+        (["--request-rate", "2", "--ramp", "3"], "--ramp spreads closed-loop clients"),
+        (["--prometheus", "http://127.0.0.1:9090"], "--prometheus feeds the --plot picture"),
+        (["--duration", "60", "--max-duration", "30"], "max_duration_s (30) must be above"),
+    ],
+)
+def test_flags_that_do_not_fit_together_exit_2(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(parser().parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llmfleet load: invalid arguments: ") and expected in err
+
+
+def test_ctrl_c_prints_the_partial_report_and_writes_the_picture(tmp_path: Path) -> None:
+    picture = tmp_path / "partial.png"
+    env = {**os.environ, "LLMFLEET_STATE_DIR": str(tmp_path / "no-sandbox")}
+    env.pop("LLMFLEET_API_KEY", None)
+    with serve(FakeVLLM("hang")) as server:
+        command = [sys.executable, "-m", "llmfleet.cli", "load", "--url", server.url,
+                   "--model", "m", "--request-rate", "50", "--arrival", "constant", "-n", "40",
+                   "--max-duration", "60", "--json", "--plot", str(picture)]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) as process:
+            try:
+                server.wait_for_requests(3)
+            finally:
+                process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    report = json.loads(out)
+    assert report["interrupted"] is True and report["planned_requests"] == 40
+    assert 3 <= report["total_requests"] < 40
+    assert report["errors_by_status"] == {"interrupted": report["total_requests"]}
+    assert sum(b["started"] for b in report["timeline"]) == report["total_requests"]
+    assert "llmfleet load: interrupted (Ctrl-C): the report is partial" in err
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
