@@ -50,11 +50,20 @@ class GpuFleet(pulumi.ComponentResource):
     an encrypted gp3 root volume, no key pair, and a role that can use SSM Session Manager and
     read the stack's Hugging Face token parameter, nothing else.
 
-    Outputs: `spot_group_name`, `on_demand_group_name`, `role_arn`.
+    Both groups take their desired capacity from config when they are created; after that it
+    belongs to whatever scales the fleet (the drain Lambda now, the scaler later), so Pulumi
+    ignores it rather than undo their changes on the next `pulumi up`. `pulumi up` does not
+    wait for nodes (a spot shortage or a GPU quota of zero leaves a group empty, not the update
+    failed), and `pulumi destroy` does not wait for the warm pool's instances to terminate.
+
+    Outputs: `spot_group_name`, `spot_group_arn`, `on_demand_group_name`,
+    `on_demand_group_arn`, `role_arn`.
     """
 
     spot_group_name: pulumi.Output[str]
+    spot_group_arn: pulumi.Output[str]
     on_demand_group_name: pulumi.Output[str]
+    on_demand_group_arn: pulumi.Output[str]
     role_arn: pulumi.Output[str]
 
     def __init__(
@@ -112,7 +121,12 @@ class GpuFleet(pulumi.ComponentResource):
             "health_check_type": "EC2",
             "health_check_grace_period": node.cold_start_s,
             "default_instance_warmup": node.cold_start_s,
+            # "0": return once the group exists. Waiting would fail `pulumi up` after 10
+            # minutes whenever spot capacity or the GPU quota is short, with the group
+            # created anyway; its activity history says why nodes do not come.
+            "wait_for_capacity_timeout": "0",
         }
+        scaled = pulumi.ResourceOptions(parent=self, ignore_changes=["desired_capacity"])
 
         fleet = config.fleet
         spot = aws.autoscaling.Group(
@@ -144,7 +158,7 @@ class GpuFleet(pulumi.ComponentResource):
             tags=group_tags({**tags, "Name": f"{name}-spot",
                              CAPACITY_TAG: "spot" if fleet.spot else "on-demand"}),
             **warm_up,
-            opts=child,
+            opts=scaled,
         )
         fallback = config.on_demand
         on_demand = aws.autoscaling.Group(
@@ -163,18 +177,25 @@ class GpuFleet(pulumi.ComponentResource):
                 "max_group_prepared_capacity": fallback.min_size + fallback.warm_pool,
                 "instance_reuse_policy": {"reuse_on_scale_in": True},
             } if fallback.warm_pool else None,
+            # Without it, deleting the group first waits for every instance in the warm pool
+            # to terminate, and `pulumi destroy` can sit on that for a long time.
+            force_delete_warm_pool=True,
             tags=group_tags({**tags, "Name": f"{name}-ondemand", CAPACITY_TAG: "on-demand"}),
             **warm_up,
-            opts=child,
+            opts=scaled,
         )
 
         self.spot_group_name = spot.name
+        self.spot_group_arn = spot.arn
         self.on_demand_group_name = on_demand.name
+        self.on_demand_group_arn = on_demand.arn
         self.role_arn = role.arn
         self.register_outputs(
             {
                 "spot_group_name": self.spot_group_name,
+                "spot_group_arn": self.spot_group_arn,
                 "on_demand_group_name": self.on_demand_group_name,
+                "on_demand_group_arn": self.on_demand_group_arn,
                 "role_arn": self.role_arn,
             }
         )

@@ -19,6 +19,7 @@ import pulumi
 import pulumi.runtime
 import pytest
 from infra_helpers import ACCOUNT_ID, PUBLIC_IP, REGION, ZONES
+from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.settings import reset_options
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,13 +61,21 @@ ID_PREFIXES = {
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
     "aws:ec2/launchTemplate:LaunchTemplate": "lt",
 }
-# Resources whose physical name the provider makes up when the program gives none.
-AUTONAMED = {
-    "aws:autoscaling/group:Group",
-    "aws:iam/role:Role",
-    "aws:iam/instanceProfile:InstanceProfile",
-    "aws:ec2/launchTemplate:LaunchTemplate",
+# Resources whose physical name the provider makes up when the program gives none: the
+# property it fills, and the longest name AWS accepts there. The provider appends a dash and 7
+# random characters to the resource's name and refuses a result over the limit, so the mocks
+# do too: a name that only fits for short stack names fails here, not on `pulumi up`.
+AUTONAMED: dict[str, tuple[str, int]] = {
+    "aws:autoscaling/group:Group": ("name", 255),
+    "aws:iam/role:Role": ("name", 64),
+    "aws:iam/instanceProfile:InstanceProfile": ("name", 128),
+    "aws:ec2/launchTemplate:LaunchTemplate": ("name", 128),
+    "aws:s3/bucket:Bucket": ("bucket", 63),
+    "aws:lambda/function:Function": ("name", 64),
+    "aws:cloudwatch/eventRule:EventRule": ("name", 64),
+    "aws:cloudwatch/logGroup:LogGroup": ("name", 512),
 }
+AUTONAME_SUFFIX = 8  # "-" and 7 random characters
 
 
 class Registered(NamedTuple):
@@ -75,6 +84,13 @@ class Registered(NamedTuple):
     type: str
     name: str
     inputs: dict[str, Any]
+
+
+class Options(NamedTuple):
+    """Resource options as the engine receives them."""
+
+    ignore_changes: list[str]
+    depends_on: list[str]  # URNs
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -86,29 +102,30 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.registered: list[Registered] = []
         self.calls: list[str] = []
         self.ids: dict[tuple[str, str], str] = {}  # (type, name) -> the id the mock gave it
+        # (type, name) -> the options the engine receives, in its own (camelCase) names.
+        self.options: dict[tuple[str, str], Options] = {}
+        self.outputs: dict[tuple[str, str], dict[str, Any]] = {}  # what the mock answered
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
         self.registered.append(Registered(args.typ, args.name, inputs))
         suffix = hashlib.sha256(args.name.encode()).hexdigest()[:17]
         outputs = dict(inputs)
-        if args.typ in AUTONAMED and "name" not in inputs:
-            outputs["name"] = f"{args.name}-{suffix[:7]}"
-        elif args.typ == "aws:s3/bucket:Bucket":
-            outputs["bucket"] = f"{args.name}-{suffix[:7]}"
-        # Groups, roles, profiles and buckets use their name as id; EC2 resources an id of
-        # their own.
+        if args.typ in AUTONAMED:
+            field, limit = AUTONAMED[args.typ]
+            if field not in inputs:
+                outputs[field] = _autoname(args.typ, args.name, suffix[:7], limit)
+        # Groups, roles, profiles, buckets and functions use their name as id; EC2 resources an
+        # id of their own.
         physical = (f"{ID_PREFIXES[args.typ]}-{suffix}" if args.typ in ID_PREFIXES
                     else outputs.get("name") or outputs.get("bucket") or f"{args.name}-id")
-        service, _, kind = args.typ.split(":")[1].partition("/")
-        # IAM is global: its ARNs name no region.
-        region = "" if service == "iam" else REGION
-        outputs.setdefault("arn", f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{kind}/{physical}")
+        outputs.setdefault("arn", _arn(args.typ, physical))
         if args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
             outputs["latestVersion"] = 1
         elif args.typ == "aws:ec2/eip:Eip":
             outputs.update(allocationId=physical, publicIp=PUBLIC_IP)
         self.ids[args.typ, args.name] = physical
+        self.outputs[args.typ, args.name] = outputs
         return physical, outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
@@ -132,17 +149,61 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return found[0]
 
 
+# ARNs in AWS's own formats where IAM policies name them (parliament checks those).
+ARN_FORMATS = {
+    "aws:autoscaling/group:Group": "arn:aws:autoscaling:{region}:{account}:autoScalingGroup:"
+                                   "4f9a2a5e-0c1d-4b7e-9f00-0123456789ab:autoScalingGroupName/{name}",
+    "aws:lambda/function:Function": "arn:aws:lambda:{region}:{account}:function:{name}",
+    "aws:cloudwatch/eventRule:EventRule": "arn:aws:events:{region}:{account}:rule/{name}",
+    "aws:cloudwatch/logGroup:LogGroup": "arn:aws:logs:{region}:{account}:log-group:{name}",
+}
+
+
+def _arn(typ: str, physical: str) -> str:
+    if typ in ARN_FORMATS:
+        return ARN_FORMATS[typ].format(region=REGION, account=ACCOUNT_ID, name=physical)
+    service, _, kind = typ.split(":")[1].partition("/")
+    # IAM is global: its ARNs name no region.
+    region = "" if service == "iam" else REGION
+    return f"arn:aws:{service}:{region}:{ACCOUNT_ID}:{kind}/{physical}"
+
+
+class RecordingMonitor(MockMonitor):
+    """The mocks' engine, keeping the options of each registration (the mocks themselves see
+    only the inputs)."""
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self.recording = mocks
+
+    def RegisterResource(self, request: Any) -> Any:
+        self.recording.options[request.type, request.name] = Options(
+            ignore_changes=list(request.ignoreChanges), depends_on=list(request.dependencies))
+        return super().RegisterResource(request)
+
+
+def _autoname(typ: str, name: str, random: str, limit: int) -> str:
+    physical = f"{name}-{random}"
+    if len(physical) > limit:
+        raise ValueError(f"{typ} {name!r}: its generated name {physical!r} has {len(physical)} "
+                         f"characters; AWS allows {limit}")
+    return physical
+
+
 class Program:
     """Runs infra/ once under the mocks and hands back its stack exports as plain values."""
 
     def __init__(self, mocks: RecordingMocks) -> None:
         self.mocks = mocks
 
-    def run(self, config_env: Mapping[str, str], stack: str) -> dict[str, Any]:
-        """Run with `config_env` as the stack config (flat keys, JSON strings) of `stack`."""
+    def run(self, config_env: Mapping[str, str], stack: str, *, preview: bool = False
+            ) -> dict[str, Any]:
+        """Run with `config_env` as the stack config (flat keys, JSON strings) of `stack`, as
+        `pulumi up` does, or as `pulumi preview` does."""
         # Config and mocks first: the program reads both at import time.
         pulumi.runtime.set_all_config(dict(config_env), [])
-        pulumi.runtime.set_mocks(self.mocks, project=PROJECT, stack=stack, preview=False)
+        pulumi.runtime.set_mocks(self.mocks, project=PROJECT, stack=stack, preview=preview,
+                                 monitor=RecordingMonitor(self.mocks))
         resolved: list[dict[str, Any]] = []
 
         @pulumi.runtime.test

@@ -154,3 +154,16 @@ def test_user_data_names_the_token_parameter_but_holds_no_token(program, mocks):
     [line] = [line for line in text.splitlines() if "HF_TOKEN=" in line]
     assert line.strip() == """printf 'HF_TOKEN=%s\\n' "$token" > /run/llmfleet/hf.env"""
     assert "--with-decryption" in text
+
+
+def test_pulumi_leaves_desired_capacity_to_the_scalers_and_waits_for_no_node(program, mocks):
+    program.run(stack_config_env("startup-prod"), stack="startup-prod")
+
+    for name in ("startup-prod-gpu-spot", "startup-prod-gpu-ondemand"):
+        # The engine's own (camelCase) name, so a misspelt property cannot pass unnoticed.
+        assert mocks.options[GROUP, name].ignore_changes == ["desiredCapacity"], name
+        # "0": `pulumi up` returns once the group exists, nodes or not.
+        assert mocks.one(GROUP, name)["waitForCapacityTimeout"] == "0", name
+    # The edge's size is Pulumi's alone.
+    assert mocks.options[GROUP, "startup-prod-edge-group"].ignore_changes == []
+    assert mocks.one(GROUP, "startup-prod-gpu-ondemand")["forceDeleteWarmPool"] is True
