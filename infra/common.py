@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,12 @@ TAG_PREFIX = "llmfleet:"
 STACK_TAG = f"{TAG_PREFIX}stack"
 ROLE_TAG = f"{TAG_PREFIX}role"  # gpu-node | edge
 CAPACITY_TAG = f"{TAG_PREFIX}capacity"  # spot | on-demand
+
+# The longest name the components' children start with. AWS caps some names (IAM roles and
+# Lambda functions 64, S3 buckets 63, EventBridge rules 64) and the provider appends 8
+# characters to each, so "<stem>-edge-bundle-1a2b3c4" and the like must fit: the longest such
+# child is "<stem>-drain-interruption" (64 - 8 - 19 = 37 room for the stem).
+NAME_STEM_MAX = 32
 
 SSM_MANAGED_INSTANCE_CORE = "iam::aws:policy/AmazonSSMManagedInstanceCore"
 # Root device of Canonical's Ubuntu AMIs, the Deep Learning Base AMI included.
@@ -38,6 +45,17 @@ class Account:
             region=aws.get_region_output(opts=opts).region,
             account_id=aws.get_caller_identity_output(opts=opts).account_id,
         )
+
+
+def name_stem(name: str) -> str:
+    """The start of every resource name in a stack: `name` (the config's
+    <client>-<environment>) when it is short enough, else its beginning and a hash of the
+    whole, so two long names that share a beginning still differ. The tags carry the full
+    client, environment and stack."""
+    if len(name) <= NAME_STEM_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{name[:NAME_STEM_MAX - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 def group_tags(tags: dict[str, str]) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pulumi
-from common import TAG_PREFIX
+from common import TAG_PREFIX, name_stem
+from drain import SpotDrain, SpotDrainArgs
 from edge import Edge, EdgeArgs
 from gpu_fleet import GpuFleet, GpuFleetArgs
 from network import Network, NetworkArgs
@@ -32,11 +33,13 @@ def stack_tags(config: FleetConfig, stack: str) -> dict[str, str]:
 
 
 class Deployment(pulumi.ComponentResource):
-    """One client environment: Network, SecurityGroups, GpuFleet and Edge as children.
+    """One client environment: Network, SecurityGroups, GpuFleet, Edge and SpotDrain as
+    children, named after `name` (shortened by `name_stem` when it is long).
 
     Outputs: `client`, `environment`, `model` (the name clients send), `strategy` (edge load
     balancing) and `tags`, plain values from config known at preview; and `endpoint` (the
-    OpenAI base URL), `spot_group`, `on_demand_group`, `edge_group` and `vpc_id` from AWS.
+    OpenAI base URL), `spot_group`, `on_demand_group`, `edge_group`, `vpc_id` and
+    `drain_log_group` from AWS.
     """
 
     client: str
@@ -49,6 +52,7 @@ class Deployment(pulumi.ComponentResource):
     on_demand_group: pulumi.Output[str]
     edge_group: pulumi.Output[str]
     vpc_id: pulumi.Output[str]
+    drain_log_group: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: DeploymentArgs, opts: pulumi.ResourceOptions | None = None
@@ -64,27 +68,36 @@ class Deployment(pulumi.ComponentResource):
         stack = pulumi.get_stack()
         self.tags = stack_tags(config, stack)
         child = pulumi.ResourceOptions(parent=self)
+        stem = name_stem(name)
 
-        network = Network(f"{name}-net", NetworkArgs(spec=config.network, tags=self.tags),
+        network = Network(f"{stem}-net", NetworkArgs(spec=config.network, tags=self.tags),
                           opts=child)
         groups = SecurityGroups(
-            f"{name}-sg",
+            f"{stem}-sg",
             SecurityGroupsArgs(vpc_id=network.vpc_id, vllm_port=config.gpu_node.vllm_port,
                                edge_cidrs=config.edge.allowed_cidrs, tags=self.tags),
             opts=child,
         )
         fleet = GpuFleet(
-            f"{name}-gpu",
+            f"{stem}-gpu",
             GpuFleetArgs(config=config, stack=stack, subnet_ids=network.node_subnet_ids,
                          security_group_id=groups.gpu_id, public_address=network.nodes_public,
                          tags=self.tags),
             opts=child,
         )
         edge = Edge(
-            f"{name}-edge",
+            f"{stem}-edge",
             EdgeArgs(config=config, stack=stack, subnet_ids=network.public_subnet_ids,
                      security_group_id=groups.edge_id, spot_group_name=fleet.spot_group_name,
                      on_demand_group_name=fleet.on_demand_group_name, tags=self.tags),
+            opts=child,
+        )
+        drain = SpotDrain(
+            f"{stem}-drain",
+            SpotDrainArgs(stack=stack, spot_group_name=fleet.spot_group_name,
+                          spot_group_arn=fleet.spot_group_arn,
+                          on_demand_group_name=fleet.on_demand_group_name,
+                          on_demand_group_arn=fleet.on_demand_group_arn, tags=self.tags),
             opts=child,
         )
         if not config.edge.allowed_cidrs:
@@ -99,6 +112,7 @@ class Deployment(pulumi.ComponentResource):
         self.on_demand_group = fleet.on_demand_group_name
         self.edge_group = edge.group_name
         self.vpc_id = network.vpc_id
+        self.drain_log_group = drain.log_group_name
         self.register_outputs(
             {
                 "client": self.client,
@@ -111,5 +125,6 @@ class Deployment(pulumi.ComponentResource):
                 "on_demand_group": self.on_demand_group,
                 "edge_group": self.edge_group,
                 "vpc_id": self.vpc_id,
+                "drain_log_group": self.drain_log_group,
             }
         )

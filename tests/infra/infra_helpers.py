@@ -51,6 +51,18 @@ def stack_config_env(stack: str, **sections: Any) -> dict[str, str]:
     }
 
 
+# The longest client and environment the config allows (slugs of 32 characters), on the
+# example stack: every name derived from them must still fit AWS's limits.
+LONGEST_CLIENT = "c" * 32
+LONGEST_ENVIRONMENT = "e" * 32
+LONGEST_STACK = f"{LONGEST_CLIENT}-{LONGEST_ENVIRONMENT}"
+
+
+def longest_names_config_env() -> dict[str, str]:
+    return {**stack_config_env("example"), "llmfleet:client": LONGEST_CLIENT,
+            "llmfleet:environment": LONGEST_ENVIRONMENT}
+
+
 def prefix(stack: str) -> str:
     """The name every resource of `stack` starts with: the config's <client>-<environment>."""
     config = stack_config(stack)

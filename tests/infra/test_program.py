@@ -10,13 +10,21 @@ from typing import Any
 import pulumi
 import pytest
 import yaml
-from infra_helpers import PUBLIC_IP, STACKS, stack_config_env
+from infra_helpers import (
+    ALL_STACKS,
+    LONGEST_STACK,
+    PUBLIC_IP,
+    STACKS,
+    import_infra,
+    longest_names_config_env,
+    stack_config_env,
+)
 
 from llmfleet.config import FleetConfig, InstanceType
 
 DEPLOYMENT = "llmfleet:index:Deployment"
 COMPONENTS = ["llmfleet:index:Network", "llmfleet:index:SecurityGroups",
-              "llmfleet:index:GpuFleet", "llmfleet:index:Edge"]
+              "llmfleet:index:GpuFleet", "llmfleet:index:Edge", "llmfleet:index:SpotDrain"]
 
 
 def expected_tags(client: str, environment: str, stack: str) -> dict[str, str]:
@@ -35,7 +43,8 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
     components = [r for r in mocks.registered if r.type.startswith("llmfleet:")]
     assert sorted(r.type for r in components[1:]) == sorted(COMPONENTS)
     assert {r.name for r in components} == {
-        "acme-prod", "acme-prod-net", "acme-prod-sg", "acme-prod-gpu", "acme-prod-edge"}
+        "acme-prod", "acme-prod-net", "acme-prod-sg", "acme-prod-gpu", "acme-prod-edge",
+        "acme-prod-drain"}
     assert mocks.names("aws:autoscaling/group:Group") == [
         "acme-prod-edge-group", "acme-prod-gpu-ondemand", "acme-prod-gpu-spot"]
     assert exports == {
@@ -49,6 +58,7 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
         "on_demand_group": _auto_name(mocks, "acme-prod-gpu-ondemand"),
         "edge_group": _auto_name(mocks, "acme-prod-edge-group"),
         "vpc_id": mocks.ids["aws:ec2/vpc:Vpc", "acme-prod-net-vpc"],
+        "drain_log_group": mocks.ids["aws:cloudwatch/logGroup:LogGroup", "acme-prod-drain-logs"],
     }
 
 
@@ -80,6 +90,31 @@ def test_each_client_stack_deploys_under_its_own_names(program, mocks, stack, cl
     assert exports["endpoint"] == f"http://{PUBLIC_IP}/v1"
     assert exports["spot_group"].startswith(f"{stack}-gpu-spot-")
     assert exports["on_demand_group"].startswith(f"{stack}-gpu-ondemand-")
+
+
+@pytest.mark.parametrize("stack", [*ALL_STACKS, LONGEST_STACK])
+def test_every_stack_previews_with_names_aws_accepts(program, mocks, stack):
+    # The mocks refuse a generated name over AWS's limit for its type, as the provider does
+    # (conftest.AUTONAMED); the longest client and environment names must fit too.
+    config_env = (longest_names_config_env() if stack == LONGEST_STACK
+                  else stack_config_env(stack))
+
+    exports = program.run(config_env, stack=stack, preview=True)
+
+    assert exports["endpoint"] == f"http://{PUBLIC_IP}/v1"
+    assert len(mocks.registered) > 30
+    assert exports["tags"]["llmfleet:stack"] == stack
+    stem = import_infra("common").name_stem(mocks.registered[0].name)
+    assert all(r.name.startswith(stem) for r in mocks.registered[1:])
+
+
+def test_a_long_stack_name_gives_a_short_stem_that_still_tells_stacks_apart():
+    common = import_infra("common")
+    assert common.name_stem("university-prod") == "university-prod"
+    stem = common.name_stem(LONGEST_STACK)
+    other = common.name_stem(LONGEST_STACK[:-1] + "f")
+    assert len(stem) == len(other) == common.NAME_STEM_MAX
+    assert stem != other and stem.startswith("c" * 25)
 
 
 def test_config_from_the_cli_environment_variable_is_read(program, mocks, monkeypatch):

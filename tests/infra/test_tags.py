@@ -6,12 +6,15 @@ import pytest
 from infra_helpers import ALL_STACKS, GROUP, LAUNCH_TEMPLATE, group_tag_map, stack_config_env
 
 # AWS resource types that take no tags (associations, attachments, inline policies, the
-# bucket's access block): everything else the program registers must carry the stack's tags.
+# bucket's access block, EventBridge targets, Lambda permissions): everything else the program
+# registers must carry the stack's tags.
 UNTAGGABLE = {
     "aws:ec2/routeTableAssociation:RouteTableAssociation",
     "aws:iam/rolePolicy:RolePolicy",
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+    "aws:cloudwatch/eventTarget:EventTarget",
+    "aws:lambda/permission:Permission",
 }
 
 
