@@ -13,7 +13,7 @@ from typing import Any
 
 from common import ROLE_TAG
 
-from llmfleet.config.model import GPU_INSTANCE_FAMILIES
+from llmfleet.config.base import GPU_INSTANCE_FAMILIES
 
 GROUP = "aws:autoscaling/group:Group"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
@@ -42,10 +42,14 @@ def sizes_ordered(resource_type: str, inputs: Inputs) -> list[str]:
     return [f"sizes must satisfy min <= desired <= max; got {low} <= {desired} <= {high}"]
 
 
+def is_gpu_group(resource_type: str, inputs: Inputs) -> bool:
+    return resource_type == GROUP and _role(inputs) == GPU_ROLE
+
+
 def grace_covers_cold_start(resource_type: str, inputs: Inputs, *, cold_start_s: int) -> list[str]:
-    """A GPU group's health-check grace (and instance warm-up) lasts at least a cold start, or
-    nodes are judged before vLLM has loaded its model."""
-    if resource_type != GROUP or _role(inputs) != GPU_ROLE:
+    """A GPU group's health-check grace (and instance warm-up) lasts at least its stack's cold
+    start, or nodes are judged before vLLM has loaded its model."""
+    if not is_gpu_group(resource_type, inputs):
         return []
     found = []
     for key in ("healthCheckGracePeriod", "defaultInstanceWarmup"):
@@ -56,7 +60,8 @@ def grace_covers_cold_start(resource_type: str, inputs: Inputs, *, cold_start_s:
 
 
 def fleet_types_have_gpus(resource_type: str, inputs: Inputs) -> list[str]:
-    """Every instance type a GPU group or GPU launch template can launch has an NVIDIA GPU."""
+    """Every instance type a GPU group or GPU launch template can launch has a supported NVIDIA
+    GPU."""
     if _role(inputs) != GPU_ROLE:
         return []
     if resource_type == GROUP:
@@ -66,7 +71,7 @@ def fleet_types_have_gpus(resource_type: str, inputs: Inputs) -> list[str]:
     else:
         return []
     return [
-        f"{name} has no GPU; allowed families: {', '.join(GPU_INSTANCE_FAMILIES)}"
+        f"{name} has no supported GPU; allowed families: {', '.join(GPU_INSTANCE_FAMILIES)}"
         for name in types
         if name is not None and name.split(".", 1)[0] not in GPU_INSTANCE_FAMILIES
     ]

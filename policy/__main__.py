@@ -1,17 +1,20 @@
 """The llmfleet policy pack: each check in infra/policies.py as a mandatory Pulumi policy.
 
 The checks are plain functions, tested on their own and over the mocked program in tests/infra;
-this file only hands them to Pulumi's policy engine.
+this file only hands them to Pulumi's policy engine. The cold-start check compares each GPU
+group against the cold start its own stack declares (`gpu_node.cold_start_s` in
+stacks/Pulumi.<stack>.yaml), so the pack needs no configuration of its own.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
+import yaml
 from pulumi_policy import (
     EnforcementLevel,
-    PolicyConfigSchema,
     PolicyPack,
     ReportViolation,
     ResourceValidationArgs,
@@ -23,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
 # infra/ is on the path only from the line above.
 import policies
 
-from llmfleet.config import GpuNodeSpec
+from llmfleet.config import ConfigKind, load_config
+from llmfleet.config.errors import ConfigError
 
-DEFAULT_COLD_START_S = GpuNodeSpec().cold_start_s
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _policy(name: str, check: policies.Check) -> ResourceValidationPolicy:
@@ -34,26 +38,49 @@ def _policy(name: str, check: policies.Check) -> ResourceValidationPolicy:
             report_violation(violation, None)
 
     return ResourceValidationPolicy(
-        name=name, description=(check.__doc__ or name).splitlines()[0],
-        validate=validate, enforcement_level=EnforcementLevel.MANDATORY)
+        name=name, description=_summary(check), validate=validate,
+        enforcement_level=EnforcementLevel.MANDATORY)
 
 
 def _cold_start_policy() -> ResourceValidationPolicy:
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-        cold_start_s = args.get_config().get("cold_start_s", DEFAULT_COLD_START_S)
+        if not policies.is_gpu_group(args.resource_type, args.props):
+            return
+        stack = stack_of(args.urn)
+        try:
+            cold_start_s = stack_cold_start_s(stack)
+        except ConfigError as error:
+            report_violation(f"cannot read stack {stack!r}'s cold start: {error}", None)
+            return
         for violation in policies.grace_covers_cold_start(
                 args.resource_type, args.props, cold_start_s=cold_start_s):
             report_violation(violation, None)
 
     return ResourceValidationPolicy(
         name="grace-covers-cold-start",
-        description=policies.grace_covers_cold_start.__doc__.splitlines()[0],
+        description=_summary(policies.grace_covers_cold_start),
         validate=validate,
         enforcement_level=EnforcementLevel.MANDATORY,
-        # The stack's gpu_node.cold_start_s, when it differs from the kit's default.
-        config_schema=PolicyConfigSchema(
-            properties={"cold_start_s": {"type": "integer", "default": DEFAULT_COLD_START_S}}),
     )
+
+
+def _summary(check: object) -> str:
+    """A check's docstring up to its first comma or full stop, on one line."""
+    text = " ".join((getattr(check, "__doc__", None) or "").split())
+    return text.split(", or ")[0].split(". ")[0].rstrip(".:")
+
+
+def stack_of(urn: str) -> str:
+    """The stack a resource belongs to: urn:pulumi:<stack>::<project>::<type>::<name>."""
+    return urn.removeprefix("urn:pulumi:").split("::", 1)[0]
+
+
+@functools.cache
+def stack_cold_start_s(stack: str) -> int:
+    """`gpu_node.cold_start_s` as the stack's own file sets it (Pulumi.yaml's stackConfigDir)."""
+    project = yaml.safe_load((REPO / "Pulumi.yaml").read_text(encoding="utf-8"))
+    path = REPO / project.get("stackConfigDir", ".") / f"Pulumi.{stack}.yaml"
+    return load_config(path, kind=ConfigKind.STACK).config.gpu_node.cold_start_s
 
 
 POLICIES = [

@@ -4,6 +4,7 @@ over every stack's mocked program, and through the policy pack that hands them t
 from __future__ import annotations
 
 import copy
+import re
 import runpy
 from typing import Any
 
@@ -68,10 +69,11 @@ CASES = [
      changed(ON_DEMAND_GROUP, "defaultInstanceWarmup", None), "defaultInstanceWarmup is 0 s"),
     ("fleet_types_have_gpus", GROUP, SPOT_GROUP,
      changed(SPOT_GROUP, "mixedInstancesPolicy.launchTemplate.overrides.1.instanceType",
-             "m5.xlarge"), "m5.xlarge has no GPU"),
+             "p3.2xlarge"), "p3.2xlarge has no supported GPU"),
     ("fleet_types_have_gpus", LAUNCH_TEMPLATE,
      {"instanceType": "g4dn.xlarge", "tags": {"llmfleet:role": "gpu-node"}},
-     {"instanceType": "t3.small", "tags": {"llmfleet:role": "gpu-node"}}, "t3.small has no GPU"),
+     {"instanceType": "t3.small", "tags": {"llmfleet:role": "gpu-node"}},
+     "t3.small has no supported GPU"),
     ("weights_positive", GROUP, SPOT_GROUP,
      changed(SPOT_GROUP, "mixedInstancesPolicy.launchTemplate.overrides.0.weightedCapacity", "0"),
      "weight '0'"),
@@ -127,29 +129,79 @@ def test_a_shorter_grace_in_the_program_would_be_caught(program, mocks):
 class _Args:
     """What the policy engine hands a resource validation."""
 
-    def __init__(self, resource_type: str, props: dict[str, Any], config: dict[str, Any]):
-        self.resource_type, self.props, self._config = resource_type, props, config
+    def __init__(self, resource_type: str, props: dict[str, Any], *, stack: str = "example",
+                 name: str = "resource"):
+        self.resource_type, self.props, self.name = resource_type, props, name
+        self.urn = f"urn:pulumi:{stack}::llmfleet::{resource_type}::{name}"
 
     def get_config(self) -> dict[str, Any]:
-        return self._config
+        return {}
+
+
+def _pack() -> dict[str, Any]:
+    return runpy.run_path(str(REPO / "policy"), run_name="policy_pack")  # no server started
+
+
+def _pack_violations(pack: dict[str, Any], resource_type: str, props: dict[str, Any],
+                     stack: str) -> list[str]:
+    reported: list[str] = []
+    for policy in pack["POLICIES"]:
+        policy.validate(_Args(resource_type, props, stack=stack),
+                        lambda message, urn=None: reported.append(message))
+    return reported
 
 
 def test_the_policy_pack_runs_each_check_as_a_mandatory_policy():
-    pack = runpy.run_path(str(REPO / "policy"), run_name="policy_pack")  # no server started
+    pack = _pack()
     policies = import_infra("policies")
     by_name = {p.name: p for p in pack["POLICIES"]}
     assert set(by_name) == {c.__name__.replace("_", "-") for c in policies.CHECKS} | {
         "grace-covers-cold-start"}
     assert all(p.enforcement_level.value == "mandatory" for p in pack["POLICIES"])
+    # Nothing to configure: `pulumi up --policy-pack policy` is the whole command.
+    assert all(p.config_schema is None for p in pack["POLICIES"])
 
-    reported: list[str] = []
     bad = changed(SPOT_GROUP, "warmPool", {"poolState": "Stopped"})
-    by_name["no-warm-pool-on-mixed-instances"].validate(
-        _Args(GROUP, bad, {}), lambda message, urn=None: reported.append(message))
-    assert len(reported) == 1 and "warm pool" in reported[0]
+    found = _pack_violations(pack, GROUP, bad, "example")
+    assert len(found) == 1 and "warm pool" in found[0]
 
-    reported.clear()
-    by_name["grace-covers-cold-start"].validate(
-        _Args(GROUP, SPOT_GROUP, {"cold_start_s": 900}),
-        lambda message, urn=None: reported.append(message))
-    assert len(reported) == 2
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_the_policy_pack_passes_every_shipped_stack(program, mocks, stack):
+    program.run(stack_config_env(stack), stack=stack)
+    pack = _pack()
+
+    checked = [r for r in mocks.registered if r.type.startswith("aws:")]
+    assert len(checked) > 30
+    for resource in checked:
+        assert _pack_violations(pack, resource.type, resource.inputs, stack) == [], resource.name
+
+
+def test_the_cold_start_policy_holds_each_group_to_its_own_stacks_cold_start(program, mocks):
+    # university-prod waits 480 s; startup-prod's file says 900 s. The same groups pass as
+    # university-prod's and fail as startup-prod's: the pack reads each stack's own value.
+    program.run(stack_config_env("university-prod"), stack="university-prod")
+    pack = _pack()
+
+    spot = mocks.one(GROUP, "university-prod-gpu-spot")
+    assert _pack_violations(pack, GROUP, spot, "university-prod") == []
+    assert _pack_violations(pack, GROUP, spot, "startup-prod") == [
+        "healthCheckGracePeriod is 480 s, shorter than the 900 s cold start",
+        "defaultInstanceWarmup is 480 s, shorter than the 900 s cold start",
+    ]
+
+
+def test_a_stack_without_a_config_file_is_refused_with_the_reason():
+    found = _pack_violations(_pack(), GROUP, SPOT_GROUP, "no-such-stack")
+    assert len(found) == 1
+    assert "cannot read stack 'no-such-stack'" in found[0]
+    assert "Pulumi.no-such-stack.yaml" in found[0]
+
+
+def test_the_policy_packs_files_name_only_files_that_exist():
+    text = (REPO / "policy" / "PulumiPolicy.yaml").read_text()
+    named = re.findall(r"(?:policy|stacks)/[\w./<>-]+", text)
+    assert named
+    for path in named:
+        if "<" not in path:
+            assert (REPO / path).exists(), path
