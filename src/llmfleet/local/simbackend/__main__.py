@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds in-flight requests get to finish after SIGTERM",
     )
+    p.add_argument(
+        "--startup-delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="listen only after S seconds, as vLLM does once its model is loaded (default 0)",
+    )
     return p
 
 
@@ -76,6 +83,7 @@ def settings_from_args(argv: list[str] | None = None) -> SimSettings:
         name=args.name,
         seed=args.seed,
         shutdown_timeout=args.shutdown_timeout,
+        startup_delay_s=args.startup_delay,
     )
     try:
         settings.engine_config()

@@ -97,6 +97,8 @@ class SimSettings:
     name: str = "simbackend"
     seed: int = 0
     shutdown_timeout: float = 5.0  # seconds in-flight requests get to finish on SIGTERM
+    # Seconds before it listens at all, as vLLM loading a model: a GPU node's cold start.
+    startup_delay_s: float = 0.0
     max_body_bytes: int = 64 * 1024 * 1024
 
     @property
@@ -113,6 +115,8 @@ class SimSettings:
             raise ValueError("time_scale must be a finite number >= 0")
         if self.output_len_median < 1:
             raise ValueError("output_len_median must be at least 1")
+        if self.startup_delay_s < 0 or not math.isfinite(self.startup_delay_s):
+            raise ValueError("startup_delay_s must be a finite number of seconds >= 0")
         preset = get_preset(self.preset)
 
         def pick(value: Any, default: Any) -> Any:
@@ -573,6 +577,13 @@ async def serve(settings: SimSettings, *, log: LogSink = print_line) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if settings.startup_delay_s > 0:
+        log(f"{utc_timestamp()} {settings.name} simbackend starting: listens in "
+            f"{settings.startup_delay_s:g} s")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.startup_delay_s)
+        if stop.is_set():
+            return
     app = build_app(settings, log=log)
     runner, port = await start_site(app, settings)
     log(startup_line(settings, port))
