@@ -1,9 +1,9 @@
 """Prometheus recording and alerting rules for the fleet, generated from the `alerts` config.
 
-Recording rules give every dashboard, `llmfleet top` and the alerts the same fleet-level SLIs
-(latency quantiles, tokens/s, queue, error ratios); alerts compare those to the configured
-thresholds. Rule names follow Prometheus' `level:metric:operation` convention: `fleet:` over
-every node, `node:` per node, `tier:` per client tier.
+Recording rules give every dashboard, `llmfleet top`, the autoscaler and the alerts the same
+fleet-level SLIs (latency quantiles, tokens/s, queue, error ratios); alerts compare those to the
+configured thresholds. Rule names follow Prometheus' `level:metric:operation` convention:
+`fleet:` over every node, `node:` per node, `tier:` per client tier.
 """
 
 from __future__ import annotations
@@ -67,9 +67,16 @@ def recording_rules(config: FleetConfig) -> list[dict[str, Any]]:
     record("fleet:requests_finished:rate",
            f"sum by (finished_reason) (rate(vllm:request_success_total[{w}]))")
     record("node:requests_waiting:sum", "sum by (node) (vllm:num_requests_waiting)")
+    record("node:requests_running:sum", "sum by (node) (vllm:num_requests_running)")
     record("fleet:requests_waiting:sum", "sum(node:requests_waiting:sum)")
     record("fleet:requests_waiting:max", "max(node:requests_waiting:sum)")
+    # The queue per ready node, as the autoscaler judges it: only nodes that answer a scrape
+    # count, so a node still loading its model adds nothing to the divisor.
+    record("fleet:requests_waiting:avg", "avg(node:requests_waiting:sum)")
     record("fleet:requests_running:sum", "sum(vllm:num_requests_running)")
+    # A node with a queue runs as many requests as it can: its measured concurrency.
+    record("fleet:node_concurrency:max",
+           "max(node:requests_running:sum and on (node) (node:requests_waiting:sum > 0))")
     record("node:kv_cache_usage:max", "max by (node) (vllm:kv_cache_usage_perc)")
     # A scraped vLLM counts as healthy; `or vector(0)` keeps the series when none is left.
     record("fleet:healthy_backends:count", 'sum(up{job="vllm"}) or vector(0)')
