@@ -1,11 +1,15 @@
 """Render Prometheus' config from images/monitor/prometheus.yml.j2 and check it with promtool.
 
-The sandbox lists its processes as static targets; on AWS the monitor instance discovers the
-stack's instances through the EC2 API by their `llmfleet:stack` and `llmfleet:role` tags.
+The sandbox lists its edge and monitor processes as static targets and its backends, which the
+autoscaler starts and stops, in a file Prometheus watches (file-based discovery); on AWS the
+monitor instance discovers the stack's instances through the EC2 API by their `llmfleet:stack`
+and `llmfleet:role` tags.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -31,10 +35,12 @@ class Target:
 
 @dataclass(frozen=True)
 class Job:
-    """One scrape job: static targets, or (when `static` is None) EC2 instances of `roles`."""
+    """One scrape job: static targets, the targets listed in `file_sd` (a JSON file that
+    `write_targets_file` rewrites), or else EC2 instances of `roles`."""
 
     name: str
     static: tuple[Target, ...] | None = None
+    file_sd: str | None = None
     port: int = 0
     roles: tuple[str, ...] = ()
     metrics_path: str = "/metrics"
@@ -55,8 +61,9 @@ def render_prometheus_config(
     ec2: Ec2Discovery | None = None,
 ) -> str:
     """prometheus.yml text for these jobs; intervals come from `config.alerts`."""
-    if ec2 is None and any(job.static is None for job in jobs):
-        raise ValueError("jobs without static targets need EC2 discovery settings")
+    if ec2 is None and any(job.static is None and job.file_sd is None for job in jobs):
+        raise ValueError("jobs without static targets or a targets file need EC2 discovery "
+                         "settings")
     alerts = config.alerts
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(images_dir() / "monitor"),
@@ -102,6 +109,15 @@ def aws_prometheus_config(config: FleetConfig, *, region: str, stack: str,
         alertmanagers=[f"localhost:{monitor.alertmanager}"],
         ec2=Ec2Discovery(region, stack),
     )
+
+
+def write_targets_file(path: Path, targets: Sequence[Target]) -> None:
+    """Replace a file-based discovery file in one step: Prometheus sees each rewrite at once
+    and never reads half a list."""
+    candidate = path.with_name(path.name + ".tmp")
+    candidate.write_text(json.dumps(
+        [{"targets": [t.address], "labels": t.labels} for t in targets], indent=2))
+    os.replace(candidate, path)
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,31 @@
 templates as the AWS monitor instance.
 
 Prometheus scrapes the backends, the edge (through the access-log exporter), the gateway when
-one runs, Alertmanager and itself. Alertmanager sends to Slack when `alerts.slack_webhook_file`
-is set; otherwise to the local alert sink, whose log shows every alert.
+one runs, Alertmanager and itself. The backends come and go with the autoscaler, so they are
+listed in a targets file Prometheus watches, rewritten with the members file (its path is in
+the sandbox's state); everything else is a static target. Alertmanager sends to Slack when
+`alerts.slack_webhook_file` is set; otherwise to the local alert sink, whose log shows every
+alert.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from llmfleet.edge.members import Member
 from llmfleet.local.sandbox.ports import LOOPBACK
 from llmfleet.local.sandbox.run import SandboxError, SandboxRun
 from llmfleet.observability.alertmanager import render_alertmanager_config
-from llmfleet.observability.prometheus import Job, Target, render_prometheus_config, tool_binary
+from llmfleet.observability.prometheus import (
+    Job,
+    Target,
+    render_prometheus_config,
+    tool_binary,
+    write_targets_file,
+)
 from llmfleet.observability.rules import render_rules
 from llmfleet.services import MONITOR_HOST_PORTS, MonitorPorts, Placement
 
@@ -33,6 +43,12 @@ def start_monitoring(run: SandboxRun, place: Placement, backends: list[Member]) 
     _start_alertmanager(run, ports)
     _start_prometheus(run, place, ports, backends)
     return ports
+
+
+def write_backend_targets(path: Path, backends: Sequence[Member]) -> None:
+    """The backends Prometheus scrapes: every member, draining ones too (their drain shows)."""
+    write_targets_file(path, [Target(b.address, {"node": b.name, "role": "gpu-node"})
+                              for b in backends])
 
 
 def _start_alertmanager(run: SandboxRun, ports: MonitorPorts) -> None:
@@ -72,9 +88,12 @@ def _start_prometheus(run: SandboxRun, place: Placement, ports: MonitorPorts,
     folder = _monitoring_dir(run, "prometheus-data")
     url = f"http://{LOOPBACK}:{ports.prometheus}"
     alertmanager = f"{LOOPBACK}:{ports.alertmanager}"
+    targets = folder / "backend-targets.json"
+    write_backend_targets(targets, backends)
+    run.state.scrape_targets_file = str(targets)
+    run.save()
     jobs = [
-        Job("vllm", static=tuple(
-            Target(b.address, {"node": b.name, "role": "gpu-node"}) for b in backends)),
+        Job("vllm", file_sd=str(targets)),
         Job("edge", static=(Target(f"{LOOPBACK}:{place.ports.edge_exporter}",
                                    {"role": "edge"}),)),
         Job("alertmanager", static=(Target(alertmanager, {"role": "monitor"}),)),

@@ -49,6 +49,7 @@ class SandboxState:
     sync_state_file: str  # each backend's state, as the sync agent last saw it
     config_file: str
     monitor_ports: MonitorPorts | None = None
+    scrape_targets_file: str | None = None  # the backends Prometheus scrapes
     redis_url: str | None = None
     redis_password_file: str | None = None
     processes: list[ProcessRecord] = field(default_factory=list)
