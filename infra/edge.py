@@ -43,14 +43,16 @@ class Edge(pulumi.ComponentResource):
     """An Elastic IP, an Auto Scaling group of one `edge.instance_type` across the public
     subnets, and the llmfleet code the edge runs, as a zip in a private S3 bucket.
 
-    At first boot the instance associates the Elastic IP with itself (so a replacement edge
-    takes the address over without anything else running), installs llmfleet from the bundle,
-    makes its Redis password, and runs nginx, Redis, the gateway (API keys and limits), the
-    upstream sync agent (`llmfleet.edge.sync`) over the two GPU groups, and the exporters the
-    monitor scrapes (docs/deploy.md §7). Its role may: describe Auto Scaling groups and EC2
-    instances (those two actions take no resource or tag scoping in IAM, so they are allowed on
-    "*"); associate this stack's Elastic IP, onto instances tagged with this stack only; read the
-    bundle object; use SSM Session Manager.
+    At first boot the instance installs llmfleet from the bundle, makes its Redis password, and
+    runs nginx, Redis, the gateway (API keys and limits), the upstream sync agent
+    (`llmfleet.edge.sync`) over the two GPU groups, and the exporters the monitor scrapes
+    (docs/deploy.md §7). Once nginx's /health answers there, it associates the Elastic IP with
+    itself (so a replacement edge takes the address over only when it serves); if it never
+    answers, the instance marks itself unhealthy and its group replaces it. Its role may:
+    describe Auto Scaling groups and EC2 instances (those two actions take no resource or tag
+    scoping in IAM, so they are allowed on "*"); associate this stack's Elastic IP, onto
+    instances and network interfaces tagged with this stack only (AWS checks both); mark
+    instances of its own group unhealthy; read the bundle object; use SSM Session Manager.
 
     Outputs: `endpoint` (the OpenAI base URL, http://<ip>/v1), `public_ip`, `group_name`.
     """
@@ -128,6 +130,19 @@ class Edge(pulumi.ComponentResource):
             tags=group_tags({**tags, "Name": f"{name}"}),
             opts=child,
         )
+        # Apart from the role's other rights: the group's ARN exists only once the group does,
+        # and the instance needs this only at the end of its boot, minutes later.
+        aws.iam.RolePolicy(
+            f"{name}-health",
+            role=role.id,
+            policy=group.arn.apply(lambda arn: policy_document({
+                "Sid": "ReportAFailedBoot",
+                "Effect": "Allow",
+                "Action": "autoscaling:SetInstanceHealth",
+                "Resource": arn,
+            })),
+            opts=child,
+        )
 
         self.public_ip = address.public_ip
         self.endpoint = address.public_ip.apply(lambda ip: f"http://{ip}/v1")
@@ -155,10 +170,11 @@ def _edge_policy(partition: str, region: str, account_id: str, allocation_id: st
             "Resource": f"{ec2}:elastic-ip/{allocation_id}",
         },
         {
+            # AWS authorizes the association against the instance and its network interface.
             "Sid": "OnlyOntoThisStacksInstances",
             "Effect": "Allow",
             "Action": "ec2:AssociateAddress",
-            "Resource": f"{ec2}:instance/*",
+            "Resource": [f"{ec2}:instance/*", f"{ec2}:network-interface/*"],
             "Condition": {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}},
         },
         {

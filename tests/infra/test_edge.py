@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import yaml
 from infra_helpers import (
     ACCOUNT_ID,
     GROUP,
@@ -18,8 +19,11 @@ from infra_helpers import (
     statements,
     user_data,
 )
+from parliament import analyze_policy_string
 
+from llmfleet.config import from_pulumi_config_env
 from llmfleet.config.aws import UBUNTU_PARAMETER
+from llmfleet.services import GroupMembers, Placement, Service, edge_services
 
 EIP = "aws:ec2/eip:Eip"
 BUCKET = "aws:s3/bucket:Bucket"
@@ -54,30 +58,52 @@ def test_the_edge_boots_with_its_eip_bundle_and_both_gpu_groups(program, mocks):
     text = user_data(mocks.one(LAUNCH_TEMPLATE, "startup-prod-edge-template"))
     allocation = mocks.ids[EIP, "startup-prod-edge-ip"]
     bucket = mocks.ids[BUCKET, "startup-prod-edge-bundle"]
-    assert f'"{REGION}", "{allocation}", "{bucket}", "llmfleet.zip"' in text
+    runcmd = yaml.safe_load(text)["runcmd"]
+    boot = "/usr/local/lib/llmfleet/edge_boot.py"
+    assert ["/opt/llmfleet/venv/bin/python", boot, "fetch", REGION, bucket, "llmfleet.zip",
+            "/opt/llmfleet/src", "/etc/llmfleet/edge.env"] in runcmd
+    # The address comes last, once nginx's /health answers (the nginx record's own URL).
+    [nginx] = [s for s in edge_services_of("startup-prod") if s.name == "nginx"]
+    assert runcmd[-1] == (f"/opt/llmfleet/venv/bin/python {boot} publish {REGION} {allocation} "
+                          f"{nginx.health} 300 || systemctl poweroff")
     assert f"--groups {exports['spot_group']} {exports['on_demand_group']}" in text
     assert f"--region {REGION}" in text
+
+
+def edge_services_of(stack: str) -> list[Service]:
+    config = from_pulumi_config_env(stack_config_env(stack), stack)
+    return edge_services(config, Placement.for_edge_host(
+        config, GroupMembers(REGION, ("spot", "ondemand"))))
 
 
 def test_edge_role_is_scoped_to_this_stacks_address_instances_and_bundle(program, mocks):
     program.run(stack_config_env("startup-prod"), stack="startup-prod")
 
-    [policy] = [r.inputs for r in mocks.of_type(ROLE_POLICY) if r.name == "startup-prod-edge-fleet"]
+    documents = [r.inputs["policy"] for r in mocks.of_type(ROLE_POLICY)
+                 if r.name in ("startup-prod-edge-fleet", "startup-prod-edge-health")]
     allocation = mocks.ids[EIP, "startup-prod-edge-ip"]
     ec2 = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}"
-    found = {s["Sid"]: s for s in statements(policy["policy"])}
+    found = {s["Sid"]: s for document in documents for s in statements(document)}
     assert set(found) == {"ReadFleetMembership", "TakeThisStacksAddress",
-                          "OnlyOntoThisStacksInstances", "FetchTheLlmfleetBundle"}
+                          "OnlyOntoThisStacksInstances", "FetchTheLlmfleetBundle",
+                          "ReportAFailedBoot"}
     # Describe* cannot be scoped by resource or tag in IAM: "*" is the only valid resource.
     assert found["ReadFleetMembership"]["Action"] == [
         "autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances"]
     assert found["ReadFleetMembership"]["Resource"] == "*"
     assert found["TakeThisStacksAddress"]["Action"] == "ec2:AssociateAddress"
     assert found["TakeThisStacksAddress"]["Resource"] == f"{ec2}:elastic-ip/{allocation}"
+    # AWS authorizes AssociateAddress against the instance and its network interface; the
+    # launch template tags both with the stack.
     onto = found["OnlyOntoThisStacksInstances"]
-    assert (onto["Action"], onto["Resource"]) == ("ec2:AssociateAddress", f"{ec2}:instance/*")
+    assert onto["Action"] == "ec2:AssociateAddress"
+    assert onto["Resource"] == [f"{ec2}:instance/*", f"{ec2}:network-interface/*"]
     assert onto["Condition"] == {
         "StringEquals": {"aws:ResourceTag/llmfleet:stack": "startup-prod"}}
+    # A failed boot marks its own instance unhealthy, in this group and no other.
+    assert found["ReportAFailedBoot"] == {
+        "Sid": "ReportAFailedBoot", "Effect": "Allow", "Action": "autoscaling:SetInstanceHealth",
+        "Resource": mocks.outputs[GROUP, "startup-prod-edge-group"]["arn"]}
     bucket = mocks.ids[BUCKET, "startup-prod-edge-bundle"]
     assert found["FetchTheLlmfleetBundle"] == {
         "Sid": "FetchTheLlmfleetBundle", "Effect": "Allow", "Action": "s3:GetObject",
@@ -86,6 +112,9 @@ def test_edge_role_is_scoped_to_this_stacks_address_instances_and_bundle(program
     for statement in found.values():
         assert statement["Effect"] == "Allow"
         assert "*" not in json.dumps(statement["Action"]), "no wildcard actions"
+    # parliament knows each action's resource types and condition keys.
+    for document in documents:
+        assert analyze_policy_string(document).findings == []
     attached = [r.inputs["policyArn"] for r in mocks.of_type(POLICY_ATTACHMENT)
                 if r.name.startswith("startup-prod-edge-")]
     assert attached == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]

@@ -133,12 +133,12 @@ def test_the_sync_agent_serves_the_monitor_the_ports_its_prometheus_scrapes():
                   if ["edge"] in (f["values"] for f in sd["filters"])}
     assert set(args.metrics_ports) == edge_ports == set(place.ports.scraped().values())
     assert sync_service.environment_file == place.environment_file
-    # The boot script writes the private address the unit reads.
+    # The boot script writes the private address the unit reads (tests/infra/test_edge_boot.py
+    # runs it).
     data = edge_user_data("startup-prod")
-    [boot] = [c for c in data["runcmd"] if "/usr/local/lib/llmfleet/edge_boot.py" in c]
-    assert boot[-1] == place.environment_file
-    assert "LLMFLEET_PRIVATE_IP={private_ip}" in files(data)[
-        "/usr/local/lib/llmfleet/edge_boot.py"]
+    [fetch] = [c for c in data["runcmd"] if c[:3] == [
+        "/opt/llmfleet/venv/bin/python", "/usr/local/lib/llmfleet/edge_boot.py", "fetch"]]
+    assert fetch[-1] == place.environment_file
 
 
 def test_redis_is_loopback_only_persistent_and_its_password_is_made_on_the_instance():
