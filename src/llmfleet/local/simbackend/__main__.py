@@ -8,7 +8,7 @@ import resource
 import sys
 
 from llmfleet.local.simbackend.presets import preset_names
-from llmfleet.local.simbackend.server import DEFAULT_MODEL, SimSettings, serve
+from llmfleet.local.simbackend.server import DEFAULT_MODEL, LISTEN_BACKLOG, SimSettings, serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight requests get to finish after SIGTERM",
     )
     p.add_argument(
+        "--backlog",
+        type=_positive_int,
+        default=LISTEN_BACKLOG,
+        help="connections queued before they are accepted; the kernel caps it at "
+        f"net.core.somaxconn (default {LISTEN_BACKLOG}; vLLM's uvicorn has 2048)",
+    )
+    p.add_argument(
         "--startup-delay",
         type=float,
         default=0.0,
@@ -59,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="listen only after S seconds, as vLLM does once its model is loaded (default 0)",
     )
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def settings_from_args(argv: list[str] | None = None) -> SimSettings:
@@ -83,6 +100,7 @@ def settings_from_args(argv: list[str] | None = None) -> SimSettings:
         name=args.name,
         seed=args.seed,
         shutdown_timeout=args.shutdown_timeout,
+        backlog=args.backlog,
         startup_delay_s=args.startup_delay,
     )
     try:

@@ -57,7 +57,10 @@ from llmfleet.local.simbackend.openai_api import (
 from llmfleet.local.simbackend.presets import get_preset
 
 DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
-LISTEN_BACKLOG = 4096  # thousands of clients connect at once in load tests
+# Connections the kernel queues until the server accepts them. Thousands of clients (or nginx on
+# their behalf) connect at once in a burst; a full queue drops their SYNs, each costing a 1 s, 3 s,
+# 7 s ... retransmission. Linux caps it at net.core.somaxconn. (vLLM's uvicorn uses 2048.)
+LISTEN_BACKLOG = 8192
 KEEPALIVE_TIMEOUT_S = 5.0  # uvicorn's (and so vLLM's) default keep-alive
 # After the graceful drain (SimSettings.shutdown_timeout), how long aiohttp may wait for the
 # handlers it then cancels. aiohttp waits up to twice this.
@@ -97,6 +100,7 @@ class SimSettings:
     name: str = "simbackend"
     seed: int = 0
     shutdown_timeout: float = 5.0  # seconds in-flight requests get to finish on SIGTERM
+    backlog: int = LISTEN_BACKLOG  # listen queue; the kernel caps it at net.core.somaxconn
     # Seconds before it listens at all, as vLLM loading a model: a GPU node's cold start.
     startup_delay_s: float = 0.0
     max_body_bytes: int = 64 * 1024 * 1024
@@ -531,10 +535,10 @@ def make_runner(app: web.Application) -> web.AppRunner:
     )
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket with a backlog big enough for a burst of thousands of clients."""
+def bind_socket(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
+    """A listening TCP socket whose accept queue holds `backlog` connections."""
     family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+    sock = socket.create_server((host, port), family=family, backlog=backlog)
     sock.setblocking(False)
     return sock
 
@@ -543,9 +547,9 @@ async def start_site(app: web.Application, settings: SimSettings) -> tuple[web.A
     """Start serving `app` on settings.host/port; returns the runner and the bound port."""
     runner = make_runner(app)
     await runner.setup()
-    sock = bind_socket(settings.host, settings.port)
+    sock = bind_socket(settings.host, settings.port, settings.backlog)
     try:
-        site = web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
+        site = web.SockSite(runner, sock, backlog=settings.backlog)
         await site.start()
     except BaseException:
         sock.close()
