@@ -1,0 +1,125 @@
+"""Every scaling policy on every built-in trace, in the fleet simulator: one table of SLO
+attainment, P99 latency, GPU hours, cost and scale events, each with its ratio to `seed`.
+
+The fleet: g4dn.xlarge spot nodes (the simulated T4), 1 to --max-nodes, on-demand fallback
+0 to 2 with a warm pool of 1, prices from the config's defaults. `fixed:max` is fixed at
+--max-nodes. Each figure is the mean over --seeds seeds. Ends with the two goals: on `surge`,
+adaptive beats seed on SLO attainment at no more cost; on `diurnal`, adaptive costs less than
+fixed:max at equal SLO attainment (within --slo-tolerance).
+
+    .venv/bin/python bench/autoscaling.py [--max-nodes 20] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+from common import ratio, say
+
+from llmfleet.config import validate
+from llmfleet.local.simulator import SimulationResult, SimulationSettings, simulate
+from llmfleet.local.traces import BUILTIN_TRACES, load_trace
+
+POLICIES = ("seed", "adaptive", "fixed:1", "fixed:max")
+
+
+@dataclass(frozen=True)
+class Row:
+    slo: float
+    p99_s: float
+    gpu_hours: float
+    cost_usd: float
+    scale_events: float
+    wall_s: float
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-nodes", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per cell, averaged")
+    parser.add_argument("--slo-tolerance", type=float, default=0.005,
+                        help="SLO attainments this close count as equal (default 0.5 points)")
+    parser.add_argument("--traces", nargs="*", default=list(BUILTIN_TRACES))
+    args = parser.parse_args()
+
+    table: dict[tuple[str, str], Row] = {}
+    for trace_name in args.traces:
+        trace = load_trace(trace_name)
+        for policy in POLICIES:
+            say(f"{trace_name} with {policy}, {args.seeds} seed(s)")
+            table[trace_name, policy] = _cell(trace, policy, args.max_nodes, args.seeds)
+    print(_render(table, args.traces, args.max_nodes, args.seeds))
+    print()
+    print(_goals(table, args.slo_tolerance))
+
+
+def _cell(trace, policy: str, max_nodes: int, seeds: int) -> Row:
+    resolved = f"fixed:{max_nodes}" if policy == "fixed:max" else policy
+    config = validate({
+        "fleet": {"min_size": 1, "desired": 1, "max_size": max_nodes},
+        "autoscaling": {"policy": resolved},
+    }, "bench")
+    results: list[SimulationResult] = []
+    started = time.perf_counter()
+    for seed in range(seeds):
+        results.append(simulate(config, trace, SimulationSettings(seed=seed)))
+    wall = (time.perf_counter() - started) / seeds
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    return Row(
+        slo=mean([r.slo_attainment for r in results]),
+        p99_s=mean([r.p99_latency_s or 0.0 for r in results]),
+        gpu_hours=mean([r.gpu_hours for r in results]),
+        cost_usd=mean([r.cost_usd for r in results]),
+        scale_events=mean([float(r.scale_events) for r in results]),
+        wall_s=wall,
+    )
+
+
+def _render(table: dict[tuple[str, str], Row], traces: list[str], max_nodes: int,
+            seeds: int) -> str:
+    lines = [
+        f"autoscaling policies in the fleet simulator: t4 spot nodes 1..{max_nodes}, "
+        f"{seeds} seed(s); x seed = ratio to the seed's rule on the same trace",
+        f"  {'trace':<8} {'policy':<10} {'SLO':>7} {'x seed':>6} {'P99 s':>7} {'x seed':>6} "
+        f"{'GPU h':>7} {'x seed':>6} {'USD':>7} {'x seed':>6} {'events':>6} {'sim s':>6}",
+    ]
+    for trace in traces:
+        base = table[trace, "seed"]
+        for policy in POLICIES:
+            row = table[trace, policy]
+            lines.append(
+                f"  {trace:<8} {policy:<10} {row.slo:7.2%} {ratio(row.slo, base.slo)} "
+                f"{row.p99_s:7.1f} {ratio(row.p99_s, base.p99_s)} "
+                f"{row.gpu_hours:7.2f} {ratio(row.gpu_hours, base.gpu_hours)} "
+                f"{row.cost_usd:7.2f} {ratio(row.cost_usd, base.cost_usd)} "
+                f"{row.scale_events:6.0f} {row.wall_s:6.1f}")
+    return "\n".join(lines)
+
+
+def _goals(table: dict[tuple[str, str], Row], tolerance: float) -> str:
+    lines = []
+    if ("surge", "seed") in table:
+        seed, ours = table["surge", "seed"], table["surge", "adaptive"]
+        met = ours.slo > seed.slo and ours.cost_usd <= seed.cost_usd
+        lines.append(
+            f"surge: adaptive {ours.slo:.2%} within SLO for USD {ours.cost_usd:.2f}, seed "
+            f"{seed.slo:.2%} for USD {seed.cost_usd:.2f}: "
+            f"{'met' if met else 'NOT met'} (better SLO at no more cost)")
+    if ("diurnal", "seed") in table:
+        fixed, ours = table["diurnal", "fixed:max"], table["diurnal", "adaptive"]
+        met = ours.cost_usd < fixed.cost_usd and ours.slo >= fixed.slo - tolerance
+        lines.append(
+            f"diurnal: adaptive {ours.slo:.2%} within SLO for USD {ours.cost_usd:.2f}, "
+            f"fixed:max {fixed.slo:.2%} for USD {fixed.cost_usd:.2f}: "
+            f"{'met' if met else 'NOT met'} (less cost at an SLO within "
+            f"{tolerance * 100:g} points)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
