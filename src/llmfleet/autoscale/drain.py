@@ -130,10 +130,8 @@ def drain(event: Mapping[str, Any], settings: Settings, *, ec2: Any, autoscaling
           ) -> dict[str, Any]:
     """Handle one EventBridge event with boto3 `ec2` and `autoscaling` clients; returns the
     log record."""
-    event_type = event.get("detail-type", "")
-    instance_id = (event.get("detail") or {}).get("instance-id")
-    record: dict[str, Any] = {"event": event_type, "event_id": event.get("id"),
-                              "instance": instance_id, "stack": settings.stack}
+    record = {**_about(event), "stack": settings.stack}
+    event_type, instance_id = record["event"], record["instance"]
     if event.get("source") != "aws.ec2" or event_type not in TAG_VALUES or not instance_id:
         return {**record, "outcome": "ignored", "reason": "not a spot event"}
     tags = _instance_tags(ec2, instance_id)
@@ -159,17 +157,20 @@ def drain(event: Mapping[str, Any], settings: Settings, *, ec2: Any, autoscaling
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry point: one JSON log line per event, also when handling fails (then
     Lambda's retries find the tag and do nothing more)."""
-    settings = Settings.from_env(os.environ)
     try:
-        record = drain(event, settings, ec2=boto3.client("ec2"),
+        record = drain(event, Settings.from_env(os.environ), ec2=boto3.client("ec2"),
                        autoscaling=boto3.client("autoscaling"))
     except Exception as error:
-        _log({"event": event.get("detail-type"), "event_id": event.get("id"),
-              "instance": (event.get("detail") or {}).get("instance-id"),
-              "stack": settings.stack, "outcome": "failed", "error": repr(error)})
+        _log({**_about(event), "stack": os.environ.get(STACK_ENV), "outcome": "failed",
+              "error": repr(error)})
         raise
     _log(record)
     return record
+
+
+def _about(event: Mapping[str, Any]) -> dict[str, Any]:
+    return {"event": event.get("detail-type", ""), "event_id": event.get("id"),
+            "instance": (event.get("detail") or {}).get("instance-id")}
 
 
 def _log(record: Mapping[str, Any]) -> None:
