@@ -41,6 +41,7 @@ def write_plot(report: LoadReport, path: Path, fleet: FleetSeries | None = None)
     # The object API with the Agg canvas: no pyplot state, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     buckets = report.timeline
     size = report.bucket_s
@@ -79,7 +80,9 @@ def write_plot(report: LoadReport, path: Path, fleet: FleetSeries | None = None)
         ("ttft_p99_s", "TTFT P99", ":"),
     ):
         values = [getattr(b, field) for b in buckets]
-        latency.plot(t, [math.nan if v is None else v for v in values], style, label=label)
+        # Markers: a bucket between two empty ones has no line to be part of.
+        latency.plot(t, [math.nan if v is None else v for v in values], style, label=label,
+                     marker=".", markersize=3)
     _finish(latency, "seconds")
 
     errors = axes[3]
@@ -90,6 +93,7 @@ def write_plot(report: LoadReport, path: Path, fleet: FleetSeries | None = None)
     _finish(errors, f"per {size:g} s")
     # Without errors the axis would run from 0 to 0.05; whole requests read better.
     errors.set_ylim(top=max(1, *(b.errors + b.dropped for b in buckets)) * 1.1)
+    errors.yaxis.set_major_locator(MaxNLocator(integer=True))
 
     if fleet:
         queue = axes[4]
@@ -99,6 +103,7 @@ def write_plot(report: LoadReport, path: Path, fleet: FleetSeries | None = None)
         ready.step(*_unzip(fleet.ready), where="post", color="tab:green", label="ready backends")
         ready.set_ylabel("ready backends")
         ready.set_ylim(bottom=0)
+        ready.yaxis.set_major_locator(MaxNLocator(integer=True))
         handles = queue.get_legend_handles_labels()[0] + ready.get_legend_handles_labels()[0]
         queue.legend(handles=handles, loc="upper left", fontsize=8)
         queue.set_ylim(bottom=0)
