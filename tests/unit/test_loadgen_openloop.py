@@ -7,6 +7,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from test_loadgen_runner import MODEL, FakeVLLM, serve
@@ -20,7 +21,7 @@ from llmfleet.local.loadgen import (
     run_load,
     run_load_sync,
 )
-from llmfleet.local.traces import Trace
+from llmfleet.local.traces import Trace, TraceError, load_trace
 
 
 @pytest.fixture
@@ -116,6 +117,15 @@ def test_a_profile_is_time_scaled_and_cut_by_the_duration() -> None:
     cut = LoadSpec(profile=TRACE, time_scale=0.1, duration_s=15.0, requests=None)
     assert cut.window_s == 15.0
     assert cut.rate() == [RateSegment(0.0, 10.0, 2.0), RateSegment(10.0, 15.0, 10.0)]
+
+
+def test_a_profile_may_be_named(tmp_path: Path) -> None:
+    assert LoadSpec(profile="surge", requests=None).trace == load_trace("surge")
+    csv = tmp_path / "ramp.csv"
+    csv.write_text("t_s,rps\n0,1\n30,0\n")
+    assert LoadSpec(profile=str(csv), requests=None).window_s == 30.0
+    with pytest.raises(TraceError, match="'rush' is neither a built-in trace"):
+        LoadSpec(profile="rush")
 
 
 def test_hard_stop_defaults() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import aiohttp
 from yarl import URL
 
-from llmfleet.local.traces import Trace
+from llmfleet.local.traces import Trace, load_trace
 
 from .arrivals import ARRIVALS, Arrival, RateSegment, arrival_times, constant_rate
 from .progress import ProgressCallback, ProgressSnapshot
@@ -56,8 +56,10 @@ class LoadSpec:
     rate changes over time, requests start at that rate (``arrival`` ``"poisson"`` or
     ``"constant"``) whatever the answers do, as real users arrive; at most ``max_in_flight``
     are in flight and an arrival beyond that is dropped by the client and counted in the
-    report. ``time_scale`` compresses a profile's time axis (0.1 plays a 30-minute trace in
-    3 minutes); its rates stay as they are.
+    report. ``profile`` takes a :class:`~llmfleet.local.traces.Trace`, or a built-in trace's
+    name or a CSV file's path, loaded on construction (a bad one raises TraceError, a
+    ValueError). ``time_scale`` compresses a profile's time axis (0.1 plays a 30-minute
+    trace in 3 minutes); its rates stay as they are.
 
     Bounds: at most ``requests`` requests (None: no count bound, which needs ``duration_s``
     or a profile); no request starts after ``duration_s`` seconds or the end of the
@@ -78,7 +80,7 @@ class LoadSpec:
     concurrency: int = 10
     ramp_s: float = 0.0
     request_rate: float | None = None
-    profile: Trace | None = None
+    profile: Trace | str | None = None
     time_scale: float = 1.0
     arrival: Arrival = "poisson"
     max_in_flight: int = 500
@@ -99,6 +101,8 @@ class LoadSpec:
     max_retries: int = 2
 
     def __post_init__(self) -> None:
+        if isinstance(self.profile, str):
+            self.profile = load_trace(self.profile)
         self.output_tokens = parse_distribution(self.output_tokens)
         self.prompt_tokens = parse_distribution(self.prompt_tokens)
         url = URL(self.url)
@@ -159,11 +163,17 @@ class LoadSpec:
         return self.request_rate is not None or self.profile is not None
 
     @property
+    def trace(self) -> Trace | None:
+        """The profile, loaded (None without one)."""
+        assert not isinstance(self.profile, str)  # __post_init__ loads a name or a path
+        return self.profile
+
+    @property
     def window_s(self) -> float | None:
         """Seconds after the start during which requests may start (None: no such limit)."""
-        if self.profile is None:
+        if self.trace is None:
             return self.duration_s
-        played = self.profile.duration_s * self.time_scale
+        played = self.trace.duration_s * self.time_scale
         return played if self.duration_s is None else min(played, self.duration_s)
 
     def stop_after_s(self, last_start_s: float | None = None) -> float:
@@ -189,14 +199,14 @@ class LoadSpec:
         """The planned open-loop arrival rate (empty for a closed-loop run)."""
         if self.request_rate is not None:
             return constant_rate(self.request_rate, self.window_s)
-        if self.profile is None:
+        if self.trace is None:
             return []
         window = self.window_s
         assert window is not None
         scale = self.time_scale
         return [
             RateSegment(start * scale, min(end * scale, window), rps)
-            for start, end, rps in self.profile.segments()
+            for start, end, rps in self.trace.segments()
             if start * scale < window
         ]
 
@@ -718,7 +728,7 @@ def _open_loop(spec: LoadSpec, run: _Run, wall: float) -> OpenLoop | None:
     return OpenLoop(
         arrival=spec.arrival,
         request_rate=spec.request_rate,
-        profile=spec.profile.name if spec.profile else None,
+        profile=spec.trace.name if spec.trace else None,
         time_scale=spec.time_scale,
         max_in_flight=spec.max_in_flight,
         rate=rate,
