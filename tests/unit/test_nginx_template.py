@@ -46,6 +46,30 @@ def test_seed_upstream_least_conn_three_servers_keepalive_and_failure_limits(tmp
     assert re.search(r"zone vllm_fleet \d+k;", block)
 
 
+def test_a_burst_fits_the_accept_queue_and_one_worker(tmp_path):
+    # 5,000 clients at once: the accept queue holds all of them, one worker can hold all of
+    # them with their upstream connections, and the workers may open that many files.
+    text = render_checked(tmp_path, {}, THREE)
+    backlog = re.search(r"listen 127\.0\.0\.1:8080 backlog=(\d+);", text)
+    assert backlog and int(backlog.group(1)) >= 5000
+    connections = int(re.search(r"worker_connections (\d+);", text).group(1))
+    assert connections >= 2 * 5000
+    assert int(re.search(r"worker_rlimit_nofile (\d+);", text).group(1)) >= connections
+
+
+def test_burst_sizing_follows_the_render_parameters(tmp_path):
+    paths = NginxPaths.under(tmp_path)
+    paths.make_dirs()
+    text = render_nginx_conf(validate({}, "t"), THREE, paths=paths, listen="127.0.0.1:9999",
+                             worker_connections=4096, listen_backlog=1024)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    assert check_nginx_conf(conf).ok
+    assert "listen 127.0.0.1:9999 backlog=1024;" in text
+    assert "worker_connections 4096;" in text
+    assert "worker_rlimit_nofile 8192;" in text
+
+
 def test_streaming_directives_reach_the_proxied_location(tmp_path):
     text = render_checked(tmp_path, {}, THREE)
     location = re.search(r"location /v1/ \{(.*?)\n        \}", text, re.S).group(1)

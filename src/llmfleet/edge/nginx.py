@@ -28,6 +28,15 @@ ERROR_PAGES = (
      "The model server did not answer in time. Please retry shortly."),
 )
 
+# The edge admits a burst of at least 5,000 simultaneous clients (students opening the chatbot
+# at the same moment) without refusing any while connecting. Per worker: each request holds two
+# connections, and a burst does not split evenly between workers, so one worker has room for
+# 5,000 requests with more than half again to spare.
+WORKER_CONNECTIONS = 16384
+# Connections waiting to be accepted: a whole burst, even while every worker is busy. Linux
+# silently caps it at net.core.somaxconn, which the edge host must raise to match.
+LISTEN_BACKLOG = 8192
+
 
 @dataclass(frozen=True)
 class Upstream:
@@ -95,7 +104,8 @@ def render_nginx_conf(
     listen: str = "127.0.0.1:8080",
     paths: NginxPaths | None = None,
     worker_processes: str = "auto",
-    worker_connections: int = 8192,
+    worker_connections: int = WORKER_CONNECTIONS,
+    listen_backlog: int = LISTEN_BACKLOG,
     status_listen: str | None = None,
     gateway: GatewayHook | None = None,
     metrics: MetricsProxy | None = None,
@@ -105,6 +115,8 @@ def render_nginx_conf(
     `status_listen` (a loopback address) adds a loopback-only stub_status server for the
     nginx Prometheus exporter. `gateway` turns on API keys and rate limits (auth_request).
     `metrics` lets the monitor scrape loopback-only exporters (see `MetricsProxy`).
+    `worker_connections` and `listen_backlog` size the edge for a burst of simultaneous
+    clients (see WORKER_CONNECTIONS and LISTEN_BACKLOG).
     """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(images_dir() / "edge"),
@@ -122,6 +134,7 @@ def render_nginx_conf(
         paths=paths or NginxPaths(),
         worker_processes=worker_processes,
         worker_connections=worker_connections,
+        listen_backlog=listen_backlog,
         error_pages=ERROR_PAGES,
         status_listen=status_listen,
         gateway=gateway,
