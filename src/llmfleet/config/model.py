@@ -138,6 +138,10 @@ class Sandbox(Strict):
     max_num_seqs: int | None = Field(None, ge=1, le=4096)
     time_scale: float = Field(1.0, gt=0, le=1000, description="simulated timings are × this")
     health_timeout_s: float = Field(30.0, gt=0, le=3600)
+    boot_delay_s: float = Field(
+        5.0, ge=0, le=3600,
+        description="a simulated backend the autoscaler starts answers /health only after "
+                    "this long: a GPU node's cold start")
     auth: bool = Field(True, description="run Redis and the gateway; require API keys")
     monitoring: bool = Field(True, description="run Prometheus and Alertmanager")
     # None: the edge host's own ports (llmfleet.services); a free port wherever one is taken.
