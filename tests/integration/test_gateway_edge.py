@@ -89,6 +89,13 @@ def test_lab3_the_11th_request_in_a_minute_on_a_free_key_gets_429(edge, keys):
     assert error["code"] == "rate_limit_exceeded" and "free" in error["message"]
 
 
+def test_a_client_repeating_one_request_id_is_held_to_its_limit(edge, keys):
+    # The id is the client's to choose; the limiter's window must count requests, not ids.
+    key = new_key(edge, keys, "free")
+    statuses = [get(edge, key, **{"X-Request-Id": "same"}).status_code for _ in range(11)]
+    assert statuses == [200] * 10 + [429]
+
+
 def test_200_concurrent_requests_on_a_paid_key_admit_exactly_60(edge, keys):
     key = new_key(edge, keys, "paid")
 

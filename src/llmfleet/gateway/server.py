@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -71,10 +72,14 @@ class Gateway:
         self.redis_down_until = 0.0
         self.last_failure_log = 0.0
         self._script_sha: str | None = None
+        # Each admitted request's entry in its key's window and leases. Made here, never from
+        # the client's X-Request-Id: a repeated member would overwrite, not add, and let a
+        # client that repeats one id past its limit and its in-flight cap.
+        self._members = (f"{secrets.token_hex(4)}.{n}" for n in itertools.count())
 
     # -- the decision --------------------------------------------------------------------
 
-    async def decide(self, headers: Any, request_id: str) -> Answer:
+    async def decide(self, headers: Any) -> Answer:
         started = time.perf_counter()
         tier = "none"
         try:
@@ -82,28 +87,29 @@ class Gateway:
             if key is None:
                 answer = answers.unauthorized(problem)
             else:
-                answer, tier = await self._decide_for(digest(key), request_id)
+                answer, tier = await self._decide_for(digest(key))
         finally:
             self.metrics.decision_seconds.observe(time.perf_counter() - started)
         decision = "admitted" if answer.status == answers.ADMIT else "refused"
         self.metrics.requests.labels(tier or "none", decision, answer.reason).inc()
         return answer
 
-    async def _decide_for(self, key_digest: str, request_id: str) -> tuple[Answer, str]:
+    async def _decide_for(self, key_digest: str) -> tuple[Answer, str]:
         cached = self._fresh(key_digest)
         if cached and not cached.revoked and self._skips_redis(cached):
             return answers.admitted(Verdict("ok", cached.client, cached.tier)), cached.tier
         if time.monotonic() < self.redis_down_until:
             return self._without_redis(key_digest)
+        member = next(self._members)
         try:
-            verdict = await self._ask_redis(key_digest, request_id, refresh=cached is None)
+            verdict = await self._ask_redis(key_digest, member, refresh=cached is None)
         except (TimeoutError, RedisError, OSError) as error:
             self._redis_failed(error)
             return self._without_redis(key_digest)
         self._redis_ok()
-        return self._answer(key_digest, verdict, request_id), verdict.tier
+        return self._answer(key_digest, verdict, member), verdict.tier
 
-    def _answer(self, key_digest: str, verdict: Verdict, request_id: str) -> Answer:
+    def _answer(self, key_digest: str, verdict: Verdict, member: str) -> Answer:
         if verdict.outcome in ("unknown", "revoked", "unknown_tier"):
             self.cache.pop(key_digest, None)
             if verdict.outcome == "revoked":
@@ -114,26 +120,26 @@ class Gateway:
                             key_id(key_digest), verdict.tier)
             return answers.unauthorized("Incorrect API key provided.")
         if verdict.admitted:
-            lease = f"{key_digest}:{request_id}" if verdict.leased else None
+            lease = f"{key_digest}:{member}" if verdict.leased else None
             return answers.admitted(verdict, lease)
         tier = self._tier(verdict.tier)
         return answers.rate_limited(verdict, tier.window_s if tier else 60.0)
 
     # -- Redis ---------------------------------------------------------------------------
 
-    async def _ask_redis(self, key_digest: str, request_id: str, refresh: bool) -> Verdict:
+    async def _ask_redis(self, key_digest: str, member: str, refresh: bool) -> Verdict:
         keys = script_keys(key_digest)
         if self._script_sha is None:
             self._script_sha = await self.redis.script_load(ADMIT_SCRIPT)
         async with self.redis.pipeline(transaction=False) as pipe:
             if refresh:
                 pipe.hgetall(RECORD + key_digest)
-            pipe.evalsha(self._script_sha, len(keys), *keys, request_id, *self._tier_args)
+            pipe.evalsha(self._script_sha, len(keys), *keys, member, *self._tier_args)
             try:
                 replies = await pipe.execute()
             except NoScriptError:  # Redis restarted and lost its script cache
                 self._script_sha = None
-                return await self._ask_redis(key_digest, request_id, refresh)
+                return await self._ask_redis(key_digest, member, refresh)
         if refresh and replies[0]:
             self.cache[key_digest] = _cached(replies[0])
         return parse_reply(replies[-1])
@@ -242,8 +248,7 @@ def extract_key(headers: Any) -> tuple[str | None, str]:
 
 def build_app(gateway: Gateway) -> web.Application:
     async def auth(request: web.Request) -> web.Response:
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        answer = await gateway.decide(request.headers, request_id)
+        answer = await gateway.decide(request.headers)
         return web.Response(status=answer.status, headers=answer.headers)
 
     async def metrics(_: web.Request) -> web.Response:
