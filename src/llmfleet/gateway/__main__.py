@@ -11,17 +11,20 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 import uvloop
-from aiohttp import web
 
 from llmfleet.config import ConfigError, load_yaml
+from llmfleet.gateway.http import HttpConnection, close_idle
 from llmfleet.gateway.leases import LeaseListener
-from llmfleet.gateway.server import Gateway, build_app
+from llmfleet.gateway.server import Gateway, routes
+
+log = logging.getLogger("llmfleet.gateway")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m llmfleet.gateway", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--port", type=int, default=8090,
+                        help="TCP port: /auth, /metrics and /health")
     parser.add_argument("--config", type=Path, help="llmfleet config (YAML or JSON)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--redis-password-file", type=Path,
@@ -41,22 +44,30 @@ async def serve(args: argparse.Namespace) -> None:
     client = aioredis.from_url(args.redis_url, password=password, socket_timeout=timeout,
                                socket_connect_timeout=timeout, decode_responses=False)
     gateway = Gateway(limits, client, args.lease_ttl)
-    runner = web.AppRunner(build_app(gateway), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, backlog=1024)
-    await site.start()
+    handler = routes(gateway)
+    connections: set[HttpConnection] = set()
     loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: HttpConnection(handler, connections),
+                                      args.host, args.port, backlog=1024)
     if args.lease_port:
         await loop.create_datagram_endpoint(lambda: LeaseListener(gateway.release),
                                             local_addr=(args.host, args.lease_port))
-    logging.getLogger("llmfleet.gateway").info(
-        "gateway for %s on http://%s:%d (tiers: %s)", config.stack_name, args.host, args.port,
-        ", ".join(limits.tiers))
+    background = [asyncio.create_task(gateway.follow_changes()),
+                  asyncio.create_task(close_idle(connections))]
+    log.info("gateway for %s on http://%s:%d (tiers: %s)", config.stack_name, args.host,
+             args.port, ", ".join(limits.tiers))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await runner.cleanup()
+    server.close()
+    for connection in list(connections):
+        if connection.transport:
+            connection.transport.close()
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await client.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:

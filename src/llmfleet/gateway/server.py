@@ -1,9 +1,11 @@
-"""The gateway's HTTP side: nginx's auth_request asks `GET /auth`; `/metrics` and `/health`.
+"""The gateway's decisions, and the routes nginx and scrapers ask: `GET /auth`, `/metrics`,
+`/health`.
 
 Per request: the key from `Authorization: Bearer` or `x-api-key`, its SHA-256, then one Redis
 round trip (an EVALSHA that checks the key and applies the limit atomically). Keys of an
-unlimited tier with no in-flight cap skip Redis while their record is cached; the cache is
-emptied per key the moment a change is published, and wholesale after any lost connection.
+unlimited tier with no in-flight cap skip Redis while their record is cached, and are answered
+at once, without a task; the cache is emptied per key the moment a change is published, and
+wholesale after any lost connection.
 """
 
 from __future__ import annotations
@@ -11,20 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import secrets
 import time
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import NoScriptError, RedisError
 
 from llmfleet.config import FailMode, RateLimits, Tier
 from llmfleet.gateway import answers
 from llmfleet.gateway.answers import Answer
+from llmfleet.gateway.http import Handler, Request, response
 from llmfleet.gateway.keys import (
     CHANGED,
     OVERRIDES,
@@ -45,8 +49,6 @@ from llmfleet.gateway.limiter import (
 from llmfleet.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("llmfleet.gateway")
-
-MAX_HEADER_BYTES = 32 * 1024  # so a 10 kB key is read and refused with 401, not a 400
 
 
 @dataclass
@@ -79,35 +81,38 @@ class Gateway:
 
     # -- the decision --------------------------------------------------------------------
 
-    async def decide(self, headers: Any) -> Answer:
+    def decide(self, headers: Mapping[str, str]) -> Answer | Coroutine[Any, Any, Answer]:
+        """Admit or refuse one request (`headers` by lower-case name). What needs no Redis
+        round trip (no usable key, an unlimited key in the cache, Redis known to be down) is
+        answered at once; the rest comes back as a coroutine that asks Redis."""
         started = time.perf_counter()
-        tier = "none"
+        key, problem = extract_key(headers)
+        if key is None:
+            return self._counted(answers.unauthorized(problem), "none", started)
+        key_digest = digest(key)
+        cached = self._fresh(key_digest)
+        if cached and not cached.revoked and self._skips_redis(cached):
+            verdict = Verdict("ok", cached.client, cached.tier)
+            return self._counted(answers.admitted(verdict), cached.tier, started)
+        if time.monotonic() < self.redis_down_until:
+            return self._counted(*self._without_redis(key_digest), started)
+        return self._decide_in_redis(key_digest, cached is None, started)
+
+    async def _decide_in_redis(self, key_digest: str, refresh: bool, started: float) -> Answer:
+        member = next(self._members)
         try:
-            key, problem = extract_key(headers)
-            if key is None:
-                answer = answers.unauthorized(problem)
-            else:
-                answer, tier = await self._decide_for(digest(key))
-        finally:
-            self.metrics.decision_seconds.observe(time.perf_counter() - started)
+            verdict = await self._ask_redis(key_digest, member, refresh)
+        except (TimeoutError, RedisError, OSError) as error:
+            self._redis_failed(error)
+            return self._counted(*self._without_redis(key_digest), started)
+        self._redis_ok()
+        return self._counted(self._answer(key_digest, verdict, member), verdict.tier, started)
+
+    def _counted(self, answer: Answer, tier: str, started: float) -> Answer:
+        self.metrics.decision_seconds.observe(time.perf_counter() - started)
         decision = "admitted" if answer.status == answers.ADMIT else "refused"
         self.metrics.requests.labels(tier or "none", decision, answer.reason).inc()
         return answer
-
-    async def _decide_for(self, key_digest: str) -> tuple[Answer, str]:
-        cached = self._fresh(key_digest)
-        if cached and not cached.revoked and self._skips_redis(cached):
-            return answers.admitted(Verdict("ok", cached.client, cached.tier)), cached.tier
-        if time.monotonic() < self.redis_down_until:
-            return self._without_redis(key_digest)
-        member = next(self._members)
-        try:
-            verdict = await self._ask_redis(key_digest, member, refresh=cached is None)
-        except (TimeoutError, RedisError, OSError) as error:
-            self._redis_failed(error)
-            return self._without_redis(key_digest)
-        self._redis_ok()
-        return self._answer(key_digest, verdict, member), verdict.tier
 
     def _answer(self, key_digest: str, verdict: Verdict, member: str) -> Answer:
         if verdict.outcome in ("unknown", "revoked", "unknown_tier"):
@@ -228,9 +233,10 @@ class Gateway:
             await self.redis.zrem(LEASES + key_digest, member)
 
 
-def extract_key(headers: Any) -> tuple[str | None, str]:
-    """The API key from `Authorization: Bearer <key>` or `x-api-key`, or why there is none."""
-    authorization = headers.get("Authorization")
+def extract_key(headers: Mapping[str, str]) -> tuple[str | None, str]:
+    """The API key from `Authorization: Bearer <key>` or `x-api-key` (`headers` by lower-case
+    name), or why there is none."""
+    authorization = headers.get("authorization")
     if authorization is not None:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
@@ -246,34 +252,32 @@ def extract_key(headers: Any) -> tuple[str | None, str]:
     return candidate, ""
 
 
-def build_app(gateway: Gateway) -> web.Application:
-    async def auth(request: web.Request) -> web.Response:
-        answer = await gateway.decide(request.headers)
-        return web.Response(status=answer.status, headers=answer.headers)
+def routes(gateway: Gateway) -> Handler:
+    """The gateway's three routes, as a handler for `llmfleet.gateway.http`."""
 
-    async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(gateway.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def encoded(answer: Answer) -> bytes:
+        return response(answer.status, answer.headers.items())
 
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "redis": "up" if gateway.redis_up else "down"})
+    async def later(pending: Coroutine[Any, Any, Answer]) -> bytes:
+        return encoded(await pending)
 
-    async def start_background(app: web.Application) -> None:
-        app["changes"] = asyncio.create_task(gateway.follow_changes())
+    def handle(request: Request) -> bytes | Coroutine[Any, Any, bytes]:
+        if request.method not in ("GET", "HEAD"):
+            return response(405, [("Allow", "GET, HEAD")])
+        if request.path == "/auth":
+            answer = gateway.decide(request.headers)
+            return encoded(answer) if isinstance(answer, Answer) else later(answer)
+        if request.path == "/health":
+            body = json.dumps({"status": "ok", "redis": "up" if gateway.redis_up else "down"})
+            return response(200, [("Content-Type", "application/json")], body.encode(),
+                            head_only=request.head_only)
+        if request.path == "/metrics":
+            return response(200, [("Content-Type", CONTENT_TYPE_LATEST)],
+                            generate_latest(gateway.metrics.registry),
+                            head_only=request.head_only)
+        return response(404, head_only=request.head_only)
 
-    async def stop_background(app: web.Application) -> None:
-        app["changes"].cancel()
-        await asyncio.gather(app["changes"], return_exceptions=True)
-        await gateway.redis.aclose()
-
-    app = web.Application(handler_args={"max_field_size": MAX_HEADER_BYTES,
-                                        "max_line_size": MAX_HEADER_BYTES})
-    app.router.add_get("/auth", auth)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/health", health)
-    app.on_startup.append(start_background)
-    app.on_cleanup.append(stop_background)
-    return app
+    return handle
 
 
 def _cached(fields: dict) -> CachedKey:
