@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
 
     up_cmd = commands.add_parser("up", help="start the local sandbox (backends + nginx edge)")
     _sandbox_options(up_cmd)
+    up_cmd.add_argument("--autoscale", action="store_true",
+                        help="run the autoscaling policy: backends join under load and leave "
+                             "when idle (needs monitoring)")
+    up_cmd.add_argument("--max-backends", type=int, metavar="M",
+                        help="with --autoscale: the most backends (default fleet.max_size)")
     up_cmd.add_argument("--json", action="store_true", help="print the status as JSON")
     up_cmd.set_defaults(handler=_up)
 
@@ -148,7 +153,8 @@ def _up(args: argparse.Namespace) -> int:
     config = _config_from(args)
     from llmfleet.local.sandbox import up
 
-    report = up(config, _state_dir(args), edge_port_explicit=args.port is not None, say=_say)
+    report = up(config, _state_dir(args), edge_port_explicit=args.port is not None,
+                autoscale=args.autoscale, max_backends=args.max_backends, say=_say)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -250,6 +256,8 @@ def _print_status(report: SandboxStatus) -> None:
             health = f"{health} ({process.state.value})"
         print(f"  {process.name:<13} {process.url or '-':<30} pid {process.pid:<7} "
               f"{health:<17} log {process.log}")
+    if report.autoscaler is not None:
+        print(f"Autoscaler {report.autoscaler.summary()}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 It reads the recording rules from the sandbox's Prometheus (or any Prometheus given with
 `--prometheus`) and redraws every `--interval` seconds; `--once` prints one frame and exits.
+For a sandbox it also shows each backend's state and, with `up --autoscale`, the autoscaler's
+last decision.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from urllib.error import URLError
 from urllib.parse import urlencode
 from urllib.request import urlopen
 
-from llmfleet.local.sandbox import default_state_dir, status
+from llmfleet.local.sandbox import SandboxStatus, default_state_dir, status
 
 EXIT_OK, EXIT_FAILED = 0, 1
 CLEAR = "\x1b[H\x1b[2J"
@@ -42,12 +44,19 @@ def run(args: argparse.Namespace) -> int:
               "--prometheus URL", file=sys.stderr)
         return EXIT_FAILED
     client = Prometheus(url)
+    # A Prometheus named by URL may belong to no sandbox here: then there is no fleet to show.
+    sandbox_dir = args.state_dir or (None if args.prometheus else default_state_dir())
+
+    def draw() -> str:
+        sandbox = status(sandbox_dir) if sandbox_dir else None
+        return render(read_frame(client), url, sandbox if sandbox and sandbox.running else None)
+
     try:
         if args.once:
-            print(render(read_frame(client), url))
+            print(draw())
             return EXIT_OK
         while True:
-            print(CLEAR + render(read_frame(client), url), flush=True)
+            print(CLEAR + draw(), flush=True)
             time.sleep(args.interval)  # pacing the redraw, not waiting for anything
     except (URLError, OSError) as error:
         print(f"llmfleet top: cannot query {url}: {error}", file=sys.stderr)
@@ -113,8 +122,8 @@ def read_frame(client: Prometheus) -> Frame:
     )
 
 
-def render(frame: Frame, url: str) -> str:
-    """The frame as a few aligned lines."""
+def render(frame: Frame, url: str, sandbox: SandboxStatus | None = None) -> str:
+    """The frame as a few aligned lines, and the sandbox's backends and autoscaler."""
     p = frame.latency
     lines = [
         f"llmfleet top   {url}   {datetime.now():%H:%M:%S}",
@@ -130,6 +139,11 @@ def render(frame: Frame, url: str) -> str:
         f"Backends    {_num(frame.healthy, 0)} of {_num(frame.backends, 0)} healthy",
         f"Alerts      {', '.join(frame.firing) if frame.firing else 'none firing'}",
     ]
+    if sandbox is not None:
+        states = ", ".join(f"{b.name} {b.state.value}" for b in sandbox.backends)
+        lines.append(f"Fleet       {states or 'no backends'}")
+        if sandbox.autoscaler is not None:
+            lines.append(f"Autoscaler  {sandbox.autoscaler.summary()}")
     return "\n".join(lines)
 
 

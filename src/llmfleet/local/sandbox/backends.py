@@ -9,8 +9,10 @@ from llmfleet.config import BackendKind, FleetConfig
 from llmfleet.local.sandbox.ports import LOOPBACK
 
 
-def backend_command(config: FleetConfig, index: int, port: int) -> list[str]:
-    """argv for backend number `index` (0-based) listening on `port`."""
+def backend_command(config: FleetConfig, index: int, port: int, *,
+                    startup_delay_s: float = 0.0) -> list[str]:
+    """argv for backend number `index` (0-based) listening on `port`; a simulated one waits
+    `startup_delay_s` before it listens (a real vLLM takes its own time)."""
     model = config.model
     if config.sandbox.backend is BackendKind.VLLM:
         vllm = shutil.which("vllm")
@@ -44,6 +46,8 @@ def backend_command(config: FleetConfig, index: int, port: int) -> list[str]:
     ]
     if sandbox.max_num_seqs is not None:
         command += ["--max-num-seqs", str(sandbox.max_num_seqs)]
+    if startup_delay_s > 0:
+        command += ["--startup-delay", f"{startup_delay_s:g}"]
     return command
 
 

@@ -1,7 +1,9 @@
 """Bring the sandbox up, report on it, and take it down again.
 
 Everything `up` starts is written to the state file as soon as it is started, so `down` can
-stop exactly that (and nothing else) even after `up` itself crashed half way.
+stop exactly that (and nothing else) even after `up` itself crashed half way. With `--autoscale`
+the autoscaler adds backends to those records and takes drained ones out; `down` stops it
+first, so the records it then reads are final.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import os
 from pathlib import Path
 
 from llmfleet.config import FleetConfig
+from llmfleet.local.sandbox.autoscaling import PROCESS as AUTOSCALER
+from llmfleet.local.sandbox.autoscaling import policy_config, start_autoscaler
 from llmfleet.local.sandbox.components import claim_edge_ports, start_backends, start_edge
 from llmfleet.local.sandbox.monitoring import start_monitoring
 from llmfleet.local.sandbox.ports import LOOPBACK
@@ -34,9 +38,19 @@ def default_state_dir() -> Path:
 
 
 def up(config: FleetConfig, state_dir: Path, *, edge_port_explicit: bool = False,
+       autoscale: bool = False, max_backends: int | None = None,
        say: Say = lambda _: None) -> SandboxStatus:
-    """Start every component; return once all answer their health checks."""
+    """Start every component; return once all answer their health checks. With `autoscale`,
+    the autoscaler (from `config.autoscaling`, up to `max_backends`, default
+    `fleet.max_size`) starts last."""
     state_dir = state_dir.resolve()
+    if autoscale:
+        if not config.sandbox.monitoring:
+            raise SandboxError("--autoscale reads the fleet's queue from Prometheus; turn "
+                               "sandbox.monitoring on")
+        policy_config(config, max_backends)  # bad bounds fail before anything starts
+    elif max_backends is not None:
+        raise SandboxError("--max-backends bounds the autoscaler; add --autoscale")
     _refuse_if_running(state_dir)
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     run = SandboxRun(config, state_dir, say)
@@ -61,6 +75,8 @@ def up(config: FleetConfig, state_dir: Path, *, edge_port_explicit: bool = False
         if config.sandbox.monitoring:
             run.state.monitor_ports = start_monitoring(run, place, backends)
             run.save()
+        if autoscale:
+            start_autoscaler(run, max_backends)
     except BaseException:
         down(state_dir)
         raise
@@ -75,9 +91,16 @@ def down(state_dir: Path, *, say: Say = lambda _: None) -> int:
     if state is None:
         return 0
     stopped = 0
-    # Reverse start order: the edge goes before the backends, so no new request reaches a
-    # stopping backend.
-    for record in reversed(state.processes):
+    # The autoscaler first: until it is gone it may start or stop backends.
+    for record in state.processes:
+        if record.kind == AUTOSCALER and stop(record):
+            stopped += 1
+            say(f"stopped {record.name} (pid {record.pid})")
+    state = load_state(state_dir) or state
+    # Reverse start order, the backends last (the autoscaler records the ones it adds after
+    # the edge): the edge goes first, so no new request reaches a stopping backend.
+    rest = [r for r in reversed(state.processes) if r.kind != AUTOSCALER]
+    for record in sorted(rest, key=lambda r: r.kind == "backend"):
         if stop(record):
             stopped += 1
             say(f"stopped {record.name} (pid {record.pid})")

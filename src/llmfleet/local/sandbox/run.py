@@ -50,6 +50,7 @@ class SandboxState:
     config_file: str
     monitor_ports: MonitorPorts | None = None
     scrape_targets_file: str | None = None  # the backends Prometheus scrapes
+    autoscaler_file: str | None = None  # the autoscaler's last decision, when it runs
     redis_url: str | None = None
     redis_password_file: str | None = None
     processes: list[ProcessRecord] = field(default_factory=list)

@@ -2,6 +2,8 @@
 
 A backend's `state` is the edge's own view, from the sync agent's last pass: `booting` (not
 yet answering /health, so no traffic), `ready`, `draining` (finishing, nothing new), `down`.
+With `up --autoscale`, the autoscaler's entry also says its policy, the size it wants and its
+last decision.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 from llmfleet.edge.members import read_members_file
 from llmfleet.edge.sync import MemberState, read_state
+from llmfleet.local.sandbox.autoscaling import PROCESS as AUTOSCALER
+from llmfleet.local.sandbox.autoscaling import AutoscalerReport, read_report
 from llmfleet.local.sandbox.health import answers
 from llmfleet.local.sandbox.processes import ProcessRecord, is_running
 from llmfleet.local.sandbox.run import SandboxState
@@ -43,12 +47,18 @@ class SandboxStatus:
     backends: tuple[BackendStatus, ...] = ()
     # Every other process by its service name: nginx, redis, gateway, sync, prometheus, ...
     services: dict[str, ProcessStatus] = field(default_factory=dict)
+    autoscaler: AutoscalerReport | None = None  # its last report, when it runs
 
     def service(self, name: str) -> ProcessStatus | None:
         return self.services.get(name)
 
     def to_json(self) -> dict[str, Any]:
-        """`status --json`: the endpoint, the backends, then each service under its name."""
+        """`status --json`: the endpoint, the backends, then each service under its name (the
+        autoscaler's with its policy, desired size and last decision)."""
+        services = {name: asdict(s) for name, s in self.services.items()}
+        if self.autoscaler is not None:
+            services[AUTOSCALER] = {**services.get(AUTOSCALER, {}),
+                                    **self.autoscaler.to_json()}
         return {
             "running": self.running,
             "stack": self.stack,
@@ -56,7 +66,7 @@ class SandboxStatus:
             "endpoint": self.endpoint,
             "nginx_conf": self.nginx_conf,
             "backends": [{**asdict(b), "state": b.state.value} for b in self.backends],
-            **{name: asdict(s) for name, s in self.services.items()},
+            **services,
         }
 
 
@@ -80,6 +90,7 @@ def describe(state: SandboxState, state_dir: Path) -> SandboxStatus:
         nginx_conf=state.nginx_conf,
         backends=tuple(backends),
         services=services,
+        autoscaler=read_report(Path(state.autoscaler_file)) if state.autoscaler_file else None,
     )
 
 
