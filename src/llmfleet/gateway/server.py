@@ -28,6 +28,7 @@ from redis.exceptions import NoScriptError, RedisError
 from llmfleet.config import FailMode, RateLimits, Tier
 from llmfleet.gateway import answers
 from llmfleet.gateway.answers import Answer
+from llmfleet.gateway.batch import RedisBatcher
 from llmfleet.gateway.http import Handler, Request, response
 from llmfleet.gateway.keys import (
     CHANGED,
@@ -66,6 +67,7 @@ class Gateway:
     def __init__(self, limits: RateLimits, redis_client: aioredis.Redis, lease_ttl_s: float):
         self.limits = limits
         self.redis = redis_client
+        self.batch = RedisBatcher(redis_client)
         self._tier_args = tier_args(round(lease_ttl_s * 1000), limits.tiers)
         self.metrics = GatewayMetrics()
         self.cache: dict[str, CachedKey] = {}
@@ -133,18 +135,20 @@ class Gateway:
     # -- Redis ---------------------------------------------------------------------------
 
     async def _ask_redis(self, key_digest: str, member: str, refresh: bool) -> Verdict:
-        keys = script_keys(key_digest)
         if self._script_sha is None:
             self._script_sha = await self.redis.script_load(ADMIT_SCRIPT)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if refresh:
-                pipe.hgetall(RECORD + key_digest)
-            pipe.evalsha(self._script_sha, len(keys), *keys, member, *self._tier_args)
-            try:
-                replies = await pipe.execute()
-            except NoScriptError:  # Redis restarted and lost its script cache
-                self._script_sha = None
-                return await self._ask_redis(key_digest, member, refresh)
+        keys = script_keys(key_digest)
+        commands: list[tuple[Any, ...]] = [
+            ("EVALSHA", self._script_sha, len(keys), *keys, member, *self._tier_args)]
+        if refresh:
+            commands.insert(0, ("HGETALL", RECORD + key_digest))
+        replies = await self.batch.execute(commands)
+        if isinstance(replies[-1], NoScriptError):  # Redis restarted and lost its scripts
+            self._script_sha = None
+            return await self._ask_redis(key_digest, member, refresh)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         if refresh and replies[0]:
             self.cache[key_digest] = _cached(replies[0])
         return parse_reply(replies[-1])
