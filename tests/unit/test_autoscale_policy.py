@@ -146,7 +146,7 @@ def test_adaptive_waits_for_the_short_panic_window_only_on_a_big_surge():
     (ready(3), state(3, out_at=NOW - 100), 3, "within the cooldown of a scale-out"),
     (ready(3), state(3, out_at=NOW - 400), 2, "after the cooldown: -1"),
     (ready(3) + booting(1), state(4), 4, "nodes still booting"),
-    (ready(3, running=2), state(3), 3, "no idle node to take out"),
+    (ready(3, running=2), state(3), 2, "the least busy node drains first: none need be idle"),
     (ready(1), state(1), 1, "at the minimum"),
 ])
 def test_adaptive_scales_in_one_idle_ready_node_at_a_time(nodes, st, expected, why):
@@ -155,6 +155,33 @@ def test_adaptive_scales_in_one_idle_ready_node_at_a_time(nodes, st, expected, w
     assert decision.total == expected, why
     if expected < st.total:
         assert len(decision.drain) == 1
+
+
+def test_adaptive_takes_out_the_least_busy_node_which_drains_first():
+    nodes = (Node("spot-1", Group.SPOT, NodeState.READY, 900, 5),
+             Node("spot-2", Group.SPOT, NodeState.READY, 900, 1),
+             Node("spot-3", Group.SPOT, NodeState.READY, 900, 3))
+    decision = run(observe(nodes, covered=3600, waiting_in=0, running_in=9, concurrency=64),
+                   config("adaptive"), state(3))
+    assert decision.drain == ("spot-2",) and decision.total == 2
+
+
+@pytest.mark.parametrize(("running_min", "expected", "why"), [
+    (110.0, 3, "above 80 % of 2 nodes x 64 for the whole window: sized before a queue forms"),
+    (100.0, 2, "below 80 % of 2 x 64"),
+    (None, 2, "no data"),
+])
+def test_adaptive_scales_out_on_utilisation_before_a_queue_forms(running_min, expected, why):
+    obs = Observations(now=NOW, nodes=ready(2, 60), waiting=0.0, running=120.0,
+                       windows=Windows(3600, 0, 0, 0, 120, running_min), node_concurrency=64)
+    assert run(obs, config("adaptive"), state(2)).total == expected, why
+
+
+@pytest.mark.parametrize(("arrivals", "expected"), [(0.5, 1), (0.0, 0), (None, 0)])
+def test_adaptive_wakes_a_fleet_at_zero_when_requests_arrive(arrivals, expected):
+    obs = Observations(now=NOW, nodes=(), waiting=None, running=None,
+                       windows=Windows(3600, None, None, 0, 0), arrivals_rps=arrivals)
+    assert run(obs, config("adaptive", low=0), state(0)).total == expected
 
 
 def test_adaptive_takes_out_an_idle_on_demand_node_before_a_spot_one():
@@ -173,10 +200,10 @@ def test_adaptive_does_not_shrink_below_what_the_running_requests_need():
 # -- spot and on-demand ----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("nodes", "st", "on_demand", "why"), [
-    (ready(2) + booting(2, since_s=400), state(4, out_at=NOW - 400), 2,
+    (ready(2) + booting(2, since_s=600), state(4, out_at=NOW - 600), 2,
      "spot still booting after the grace period: covered on demand"),
     (ready(2) + booting(2, since_s=100), state(4, out_at=NOW - 100), 0, "within the grace"),
-    (ready(2), state(4, out_at=NOW - 400), 2, "spot never launched (no capacity)"),
+    (ready(2), state(4, out_at=NOW - 600), 2, "spot never launched (no capacity)"),
     (ready(2), state(4, out_at=NOW - 100), 0, "asked recently: within the grace"),
     (ready(4), state(4, 2, out_at=NOW - 900), 0, "spot ready: handed back"),
 ])

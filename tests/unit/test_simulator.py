@@ -225,13 +225,15 @@ def test_windows_take_the_minimum_queue_per_ready_node_and_the_maximum_fleet_que
     history = History(config.autoscaling)
     for t, queued in [(0, 30), (5, 12), (10, 40), (15, 20), (20, 22)]:
         history.scrape(t, [_Node(NodeState.READY, queued, 32), _Node(NodeState.READY, 0, 10),
-                           _Node(NodeState.BOOTING, 0, 0)])
+                           _Node(NodeState.BOOTING, 0, 0)], arrived=10 * t)
     windows = history.windows(20.0)
     assert windows.covered_s == 20.0
     assert windows.queue_per_node_min_panic == 10.0  # (15, 20] -> 20 and 22 over 2 ready
     assert windows.queue_per_node_min_out == 6.0  # everything: 12 / 2
     assert windows.waiting_max_in == 40.0 and windows.running_max_in == 42.0
+    assert windows.running_min_out == 42.0
     assert history.node_concurrency == 32.0  # the full node's running count
+    assert history.arrivals_rps(20.0) == 10.0
 
 
 def test_queued_counts_what_the_scheduler_left_waiting_not_arrivals_mid_step():

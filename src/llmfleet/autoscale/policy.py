@@ -12,7 +12,9 @@ Policies, chosen by `autoscaling.policy`:
   whole scale-out window adds one node; no queue for the whole scale-in window removes one.
 - `adaptive`: sizes for the backlog in one step (at the nodes' measured concurrency), counts
   booting nodes as capacity on the way, reacts to a big surge after the short panic window,
-  and scales in one idle, ready node at a time after the cooldown.
+  scales out on utilisation before a queue forms, wakes a fleet at zero when requests
+  arrive, and scales in one ready node at a time (the least busy, which drains first) after
+  the cooldown, only when the window's peak load fits in one node fewer.
 - `fixed:N`: N nodes, for comparison.
 Every policy stays within the fleet's bounds, never scales in on missing data, and covers
 spot capacity that is not ready after a grace period with on-demand nodes.
@@ -59,6 +61,7 @@ class Windows:
     queue_per_node_min_panic: float | None = None  # min over panic_after_s, per ready node
     waiting_max_in: float | None = None  # max over scale_in_after_s, whole fleet
     running_max_in: float | None = None  # max over scale_in_after_s, whole fleet
+    running_min_out: float | None = None  # min over scale_out_after_s, whole fleet
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class Observations:
     # Requests one ready node runs at once when it is full (vLLM's max_num_seqs, as measured:
     # the running count of nodes that have a queue). None: not measured yet.
     node_concurrency: float | None = None
+    # Requests per second reaching the edge (answered or refused). With no node at all no
+    # queue can form, so this is what wakes a fleet scaled to zero. None: not measured.
+    arrivals_rps: float | None = None
 
     def count(self, state: NodeState, group: Group | None = None) -> int:
         return sum(1 for n in self.nodes if n.state is state and group in (None, n.group))
@@ -155,10 +161,22 @@ def _adaptive(obs: Observations, config: FleetConfig, state: ScalerState,
     w = obs.windows
     serving = obs.count(NodeState.READY)
     on_the_way = obs.count(NodeState.BOOTING)
+    if current == 0 and not on_the_way and obs.arrivals_rps:
+        return _Change(max(1, low), f"{obs.arrivals_rps:.2g} requests/s and no node: wake up")
     panic = (_covers(w, s.panic_after_s) and w.queue_per_node_min_panic is not None
              and w.queue_per_node_min_panic >= s.panic_factor * s.queue_threshold)
     sustained = (_covers(w, s.scale_out_after_s) and w.queue_per_node_min_out is not None
                  and w.queue_per_node_min_out > s.queue_threshold)
+    busy = _busy(obs, s.scale_out_after_s, s.target_utilisation)
+    if busy and not (panic or sustained):
+        # Before a queue forms: a new node serves minutes after it is asked for, and a queue
+        # that forms meanwhile costs every request behind it.
+        needed = _nodes_for_backlog(obs, s.target_utilisation)
+        add = min(needed - max(current, serving + on_the_way), s.max_step, high - current)
+        if add > 0:
+            return _Change(current + add, f"{w.running_min_out:g} running for "
+                                          f"{s.scale_out_after_s:g} s is above "
+                                          f"{s.target_utilisation:.0%} of {serving} nodes: +{add}")
     if panic or sustained:
         needed = _nodes_for_backlog(obs, s.target_utilisation)
         # Booting nodes, and nodes asked for but not launched yet, are capacity on the way:
@@ -183,16 +201,18 @@ def _adaptive(obs: Observations, config: FleetConfig, state: ScalerState,
         return _Change(current, f"no queue for {s.scale_in_after_s:g} s, at the minimum {low}")
     if on_the_way:
         return _Change(current, "no queue, but nodes are still booting")
-    idle = [n for n in obs.nodes if n.state is NodeState.READY and n.running == 0]
-    if not idle:
-        return _Change(current, "no queue, but no ready node is idle to take out")
+    ready = [n for n in obs.nodes if n.state is NodeState.READY]
+    if not ready:
+        return _Change(current, "no queue, but no ready node to take out")
     # Fits in one node fewer at the planned utilisation, or do not shrink.
     if obs.node_concurrency and w.running_max_in is not None and (
             w.running_max_in > (serving - 1) * obs.node_concurrency * s.target_utilisation):
         return _Change(current, f"no queue, but {w.running_max_in:g} running would not fit in "
                                 f"{serving - 1} nodes")
-    # On-demand first: it costs more, and spot ready nodes can carry the load.
-    victim = min(idle, key=lambda n: (n.group is not Group.ON_DEMAND, -n.since_s)).name
+    # The least busy node: it drains (finishes what it runs) before it goes, and an edge
+    # that spreads requests evenly seldom leaves a node idle. On-demand first: it costs more.
+    victim = min(ready, key=lambda n: (n.group is not Group.ON_DEMAND, n.running,
+                                       -n.since_s)).name
     return _Change(current - 1, f"no queue for {s.scale_in_after_s:g} s: -1 ({victim})",
                    (victim,))
 
@@ -247,6 +267,15 @@ def _nodes_for_backlog(obs: Observations, utilisation: float) -> int:
     if per_node <= 0:
         return obs.count(NodeState.READY) + 1
     return math.ceil(demand / (per_node * utilisation))
+
+
+def _busy(obs: Observations, window_s: float, utilisation: float) -> bool:
+    """The fleet ran above the planned utilisation for the whole scale-out window."""
+    w = obs.windows
+    serving = obs.count(NodeState.READY)
+    return bool(_covers(w, window_s) and w.running_min_out is not None and serving
+                and obs.node_concurrency
+                and w.running_min_out > serving * obs.node_concurrency * utilisation)
 
 
 def _least_busy(obs: Observations) -> str | None:

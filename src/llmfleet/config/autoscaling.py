@@ -39,8 +39,10 @@ class Autoscaling(Strict):
     cooldown_s: float = Field(
         300.0, ge=0, le=86_400, description="no scale-in this long after a scale-out")
     max_step: int = Field(8, ge=1, le=1000, description="nodes one decision may add")
+    # Longer than a spot node's usual cold start (boot, image pull, model load: about 7 minutes
+    # uncached), or every scale-out also starts on-demand stand-ins it hands back minutes later.
     spot_grace_s: float = Field(
-        300.0, ge=0, le=3600,
+        480.0, ge=0, le=3600,
         description="spot capacity not ready after this long is covered with on-demand nodes")
 
     @field_validator("policy")

@@ -4,7 +4,9 @@ into the `Windows` the policy reads, as the sandbox's PromQL and AWS's CloudWatc
 
 - queue per ready node (the fleet's waiting requests over its ready nodes, at least one):
   its minimum over the scale-out and panic windows;
-- the fleet's waiting and running requests: their maximum over the scale-in window.
+- the fleet's waiting and running requests: their maximum over the scale-in window, and the
+  running requests' minimum over the scale-out window;
+- requests arriving per second over the scale-out window (what wakes a fleet at zero).
 
 A window takes the samples in (now - window, now]. The waiting count is vLLM's gauge, which
 holds what its scheduler could not admit (`NodeEngine.queued`). `node_concurrency` is
@@ -28,11 +30,11 @@ class History:
         self._started_at = started_at
         self._keep_s = max(scaling.scale_out_after_s, scaling.panic_after_s,
                            scaling.scale_in_after_s)
-        # (t, waiting per ready node, waiting, running)
-        self._samples: deque[tuple[float, float, float, float]] = deque()
+        # (t, waiting per ready node, waiting, running, requests arrived so far)
+        self._samples: deque[tuple[float, float, float, float, int]] = deque()
         self.node_concurrency: float | None = None
 
-    def scrape(self, now: float, nodes: Iterable[SimNode]) -> None:
+    def scrape(self, now: float, nodes: Iterable[SimNode], arrived: int) -> None:
         waiting = running = ready = 0
         full = None
         for node in nodes:
@@ -47,7 +49,7 @@ class History:
         if full:
             self.node_concurrency = float(full)
         samples = self._samples
-        samples.append((now, waiting / max(ready, 1), float(waiting), float(running)))
+        samples.append((now, waiting / max(ready, 1), float(waiting), float(running), arrived))
         while samples and samples[0][0] <= now - self._keep_s + 1e-9:
             samples.popleft()
 
@@ -59,7 +61,15 @@ class History:
             queue_per_node_min_panic=self._over(now, s.panic_after_s, 1, min),
             waiting_max_in=self._over(now, s.scale_in_after_s, 2, max),
             running_max_in=self._over(now, s.scale_in_after_s, 3, max),
+            running_min_out=self._over(now, s.scale_out_after_s, 3, min),
         )
+
+    def arrivals_rps(self, now: float) -> float | None:
+        window = [sample for sample in self._samples
+                  if sample[0] > now - self._scaling.scale_out_after_s + 1e-9]
+        if len(window) < 2 or window[-1][0] <= window[0][0]:
+            return None
+        return (window[-1][4] - window[0][4]) / (window[-1][0] - window[0][0])
 
     def _over(self, now: float, window_s: float, column: int,
               pick: Callable[[list[float]], float]) -> float | None:
@@ -77,4 +87,5 @@ class History:
             running=float(sum(n.engine.running for n in live)),
             windows=self.windows(now),
             node_concurrency=self.node_concurrency,
+            arrivals_rps=self.arrivals_rps(now),
         )

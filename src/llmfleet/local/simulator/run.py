@@ -119,7 +119,7 @@ class _Simulation:
         live = self.fleet.live()
         for node in live:
             node.engine.give_up_waiting()
-        self.history.scrape(now, live)
+        self.history.scrape(now, live, self.outcomes.arrived)
         serving = sum(1 for n in live if n.state is not NodeState.DRAINING)
         self.peak_nodes = max(self.peak_nodes, serving)
         rate = self.settings.spot_interruptions_per_hour
