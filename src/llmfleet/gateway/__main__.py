@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -19,12 +21,19 @@ from llmfleet.gateway.server import Gateway, routes
 
 log = logging.getLogger("llmfleet.gateway")
 
+# listen() quietly caps the backlog at net.core.somaxconn, so asking for the most a host
+# allows means raising that sysctl is all a bigger edge needs.
+MAX_BACKLOG = 65535
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m llmfleet.gateway", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8090,
                         help="TCP port: /auth, /metrics and /health")
+    parser.add_argument("--backlog", type=int, default=MAX_BACKLOG,
+                        help="connections waiting to be accepted (the kernel caps it at "
+                             "net.core.somaxconn)")
     parser.add_argument("--config", type=Path, help="llmfleet config (YAML or JSON)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--redis-password-file", type=Path,
@@ -34,6 +43,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lease-ttl", type=float, default=360.0,
                         help="seconds after which an unreleased in-flight slot frees itself")
     return parser.parse_args(argv)
+
+
+def raise_open_files_limit() -> int:
+    """Every request in a burst holds one connection from nginx until it is decided; the
+    usual soft limit (1024) would make accept() fail long before the backlog fills."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -47,15 +67,17 @@ async def serve(args: argparse.Namespace) -> None:
     handler = routes(gateway)
     connections: set[HttpConnection] = set()
     loop = asyncio.get_running_loop()
+    open_files = raise_open_files_limit()
     server = await loop.create_server(lambda: HttpConnection(handler, connections),
-                                      args.host, args.port, backlog=1024)
+                                      args.host, args.port, backlog=args.backlog)
     if args.lease_port:
         await loop.create_datagram_endpoint(lambda: LeaseListener(gateway.release),
                                             local_addr=(args.host, args.lease_port))
     background = [asyncio.create_task(gateway.follow_changes()),
                   asyncio.create_task(close_idle(connections))]
-    log.info("gateway for %s on http://%s:%d (tiers: %s)", config.stack_name, args.host,
-             args.port, ", ".join(limits.tiers))
+    log.info("gateway for %s on http://%s:%d (tiers: %s; backlog %d, open files %d)",
+             config.stack_name, args.host, args.port, ", ".join(limits.tiers), args.backlog,
+             open_files)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
