@@ -12,6 +12,7 @@ import pytest
 
 from llmfleet.autoscale.policy import Group, Node, NodeState, ScalerState, decide
 from llmfleet.autoscale.prometheus_source import (
+    EDGE_ANSWERS,
     NODE_CONCURRENCY,
     NODE_RUNNING,
     QUEUE_PER_NODE,
@@ -37,7 +38,8 @@ T0 = int(time.time() // 3600 * 3600 - 4 * 3600)
 def history() -> dict[str, list[tuple[float, float]]]:
     """Seconds after T0 → value, every 5 s. Every series stops between 100 and 200 s (no
     backend answered); the running count comes back later than the queue, at 250 s. From
-    480 s both backends are full (8 running each) and 12 requests wait."""
+    480 s both backends are full (8 running each) and 12 requests wait. The edge answers 3
+    requests a second, then 5 (and 0.5 a second are refused) once the surge is on."""
     before_gap, after_gap = range(0, 100, 5), range(200, 601, 5)
     surge = 480
 
@@ -51,6 +53,8 @@ def history() -> dict[str, list[tuple[float, float]]]:
         f'{NODE_RUNNING}{{node="backend-1"}}': series(after_gap, 8, 8),
         f'{NODE_RUNNING}{{node="backend-2"}}': series(after_gap, 0, 8),
         NODE_CONCURRENCY: series(range(surge, 601, 5), 8, 8),
+        f'{EDGE_ANSWERS}{{class="2xx"}}': series(after_gap, 3, 5),
+        f'{EDGE_ANSWERS}{{class="5xx"}}': series(range(surge, 601, 5), 0.5, 0.5),
     }
 
 
@@ -94,15 +98,17 @@ def test_a_full_fleet_with_a_queue_reads_as_the_windows_say(prometheus):
     # (300 s) and two gaps' worth (25 s) before it.
     assert w.covered_s == 325
     assert (w.queue_per_node_min_out, w.queue_per_node_min_panic) == (6, 6)
-    assert (w.waiting_max_in, w.running_max_in) == (12, 16)
+    assert (w.waiting_max_in, w.running_max_in, w.running_min_out) == (12, 16, 16)
     assert (metrics.waiting, metrics.running) == (12, 16)
     assert metrics.running_by_node == {"backend-1": 8, "backend-2": 8}
     assert metrics.node_concurrency == 8
+    assert metrics.arrivals_rps == 5.5
 
 
 def test_a_queue_younger_than_the_scale_out_window_is_not_sustained(prometheus):
     w = read(prometheus, 500).windows
     assert w.queue_per_node_min_out == 0  # 440-480 s had no queue
+    assert w.running_min_out == 8  # nor a full fleet
     assert w.queue_per_node_min_panic == 6
     assert w.waiting_max_in == 12
     assert w.covered_s == 250  # the running count is back since 250 s only
@@ -116,7 +122,7 @@ def test_no_fresh_data_covers_nothing_and_the_policy_will_not_scale_in(prometheu
     metrics = read(prometheus, at)
     assert metrics.windows.covered_s == 0, why
     assert metrics.waiting is None and metrics.running is None
-    assert metrics.running_by_node == {}
+    assert metrics.running_by_node == {} and metrics.arrivals_rps is None
     nodes = [Node(f"backend-{i}", Group.SPOT, NodeState.READY, 3600) for i in (1, 2)]
     config = validate({"fleet": {"min_size": 1, "max_size": 4}}, "t")
     decision = decide(observations(T0 + at, nodes, metrics), config, ScalerState(2, 0))
@@ -128,7 +134,7 @@ def test_nodes_take_their_running_count_from_the_source_and_unknown_ones_run_not
     nodes = [Node(name, Group.SPOT, NodeState.READY) for name in ("backend-2", "backend-3")]
     obs = observations(T0 + 600, nodes, read(prometheus, 600))
     assert [n.running for n in obs.nodes] == [8, 0]
-    assert obs.node_concurrency == 8 and obs.waiting == 12
+    assert (obs.node_concurrency, obs.waiting, obs.arrivals_rps) == (8, 12, 5.5)
 
 
 def test_an_unreachable_prometheus_is_a_source_error():

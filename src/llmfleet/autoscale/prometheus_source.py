@@ -28,6 +28,9 @@ RUNNING = "fleet:requests_running:sum"
 QUEUE_PER_NODE = "fleet:requests_waiting:avg"
 NODE_RUNNING = "node:requests_running:sum"
 NODE_CONCURRENCY = "fleet:node_concurrency:max"
+# Answers per second at the edge by status class, refusals included: with no node at all each
+# request is answered at once (502), so this is the arrival rate that wakes an empty fleet.
+EDGE_ANSWERS = "fleet:edge_responses:rate"
 # The series the windows read; the history is as long as the shortest of them.
 WINDOW_SERIES = (WAITING, RUNNING, QUEUE_PER_NODE)
 # A node's capacity changes only with its config: the last hour finds a time one was full.
@@ -44,10 +47,12 @@ class Queries:
     running: str
     running_by_node: str
     node_concurrency: str
+    arrivals_rps: str
     queue_per_node_min_out: str
     queue_per_node_min_panic: str
     waiting_max_in: str
     running_max_in: str
+    running_min_out: str
     history: str  # a range selector: the raw samples coverage is read from
 
     def instant(self) -> dict[str, str]:
@@ -67,10 +72,12 @@ def queries(scaling: Autoscaling, evaluation_interval_s: float) -> Queries:
         running=_over("last", RUNNING, gap),
         running_by_node=_over("last", NODE_RUNNING, gap),
         node_concurrency=_over("max", NODE_CONCURRENCY, CONCURRENCY_LOOKBACK_S),
+        arrivals_rps=f"sum({_over('last', EDGE_ANSWERS, gap)})",
         queue_per_node_min_out=_over("min", QUEUE_PER_NODE, scaling.scale_out_after_s),
         queue_per_node_min_panic=_over("min", QUEUE_PER_NODE, scaling.panic_after_s),
         waiting_max_in=_over("max", WAITING, scaling.scale_in_after_s),
         running_max_in=_over("max", RUNNING, scaling.scale_in_after_s),
+        running_min_out=_over("min", RUNNING, scaling.scale_out_after_s),
         history=f'{{__name__=~"{"|".join(WINDOW_SERIES)}"}}[{duration(reach)}]',
     )
 
@@ -121,6 +128,7 @@ class PrometheusSource:
             queue_per_node_min_panic=one("queue_per_node_min_panic"),
             waiting_max_in=one("waiting_max_in"),
             running_max_in=one("running_max_in"),
+            running_min_out=one("running_min_out"),
         )
         by_node = {s["metric"].get("node", ""): _number(s["value"][1])
                    for s in values["running_by_node"]}
@@ -130,6 +138,7 @@ class PrometheusSource:
             windows=windows,
             running_by_node={node: v for node, v in by_node.items() if v is not None},
             node_concurrency=one("node_concurrency"),
+            arrivals_rps=one("arrivals_rps"),
         )
 
     def _query(self, expr: str, now: float) -> list[dict[str, Any]]:

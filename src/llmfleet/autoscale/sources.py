@@ -30,6 +30,7 @@ class FleetMetrics:
     windows: Windows
     running_by_node: Mapping[str, float] = field(default_factory=dict)
     node_concurrency: float | None = None  # see Observations.node_concurrency
+    arrivals_rps: float | None = None  # see Observations.arrivals_rps
 
 
 class MetricsSource(Protocol):
@@ -47,4 +48,5 @@ def observations(now: float, nodes: Sequence[Node], metrics: FleetMetrics) -> Ob
     loaded = tuple(replace(n, running=metrics.running_by_node.get(n.name, 0.0)) for n in nodes)
     return Observations(now=now, nodes=loaded, waiting=metrics.waiting,
                         running=metrics.running, windows=metrics.windows,
-                        node_concurrency=metrics.node_concurrency)
+                        node_concurrency=metrics.node_concurrency,
+                        arrivals_rps=metrics.arrivals_rps)
