@@ -181,7 +181,7 @@ BAD_AWS = {
                 "llmfleet:load_balancing.strategy",
                 "llmfleet:gpus",
             },
-            ["not a GPU instance type", "unknown key"],
+            ["not a supported GPU instance type", "unknown key"],
         ),
         (
             BAD_SIZES,

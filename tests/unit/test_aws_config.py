@@ -80,3 +80,4 @@ def test_v100_nodes_are_refused_before_anything_launches():
     message = _problems({"fleet": {"instance_types": [{"type": "p3.2xlarge"}]}})
     assert '  - fleet.instance_types[0].type: got "p3.2xlarge"' in message
     assert "allowed families: g4dn, g5, g6, g6e, gr6, p4d, p4de, p5, p5e" in message
+    assert "V100 needs NVIDIA's proprietary driver" in message

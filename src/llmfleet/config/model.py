@@ -63,9 +63,10 @@ class InstanceType(Strict):
     @classmethod
     def _has_gpu(cls, value: str) -> str:
         if "." not in value or value.split(".", 1)[0] not in GPU_INSTANCE_FAMILIES:
-            raise ValueError(
-                "not a GPU instance type; allowed families: " + ", ".join(GPU_INSTANCE_FAMILIES)
-            )
+            hint = (" (V100 needs NVIDIA's proprietary driver; the GPU AMI ships the open-source "
+                    "one)" if value.startswith("p3.") else "")
+            raise ValueError("not a supported GPU instance type" + hint + "; allowed families: "
+                             + ", ".join(GPU_INSTANCE_FAMILIES))
         return value
 
 
