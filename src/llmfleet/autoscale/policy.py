@@ -290,7 +290,7 @@ def _covers(w: Windows, window_s: float) -> bool:
 def _quiet_for(w: Windows, window_s: float) -> str | None:
     """None when the fleet had no queue for the whole window; else why no scale-in."""
     if not _covers(w, window_s) or w.waiting_max_in is None:
-        return (f"no data for the last {window_s:g} s (have {w.covered_s:g} s): "
+        return (f"no data for the last {window_s:g} s (have {w.covered_s:.0f} s): "
                 "no scale-in on missing data")
     if w.waiting_max_in > 0:
         return f"holding: the queue reached {w.waiting_max_in:g} in the last {window_s:g} s"
