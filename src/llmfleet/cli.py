@@ -1,4 +1,5 @@
-"""`llmfleet`: the sandbox (up, status, down, demo, top), load, API keys and config checks."""
+"""`llmfleet`: the sandbox (up, status, down, demo, top), load, the fleet simulator, API keys
+and config checks."""
 
 from __future__ import annotations
 
