@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from llmfleet.config import validate
-from llmfleet.gateway.keys import KeyStore
+from llmfleet.gateway.keys import CHANGED, KeyStore
 from llmfleet.local.sandbox import down, up
 from llmfleet.local.sandbox.auth import key_store
 from llmfleet.local.sandbox.ports import free_port
@@ -162,6 +162,15 @@ def test_revoking_an_unlimited_key_reaches_the_gateways_cache_by_push(edge, keys
     # Unlimited keys skip Redis while cached; the revocation is pushed, not polled, so it
     # lands within milliseconds, far inside the cache's 5 s lifetime.
     assert wait_until(lambda: get(edge, key).status_code == 401, 1.0)
+
+
+def test_the_gateway_stays_subscribed_to_key_changes(keys):
+    # A lapse, however short, is a window in which a revocation is not pushed.
+    def subscribers() -> int:
+        return dict(keys.redis.pubsub_numsub(CHANGED))[CHANGED]
+
+    assert subscribers() == 1
+    assert not wait_until(lambda: subscribers() != 1, 3.0, interval_s=0.02)
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,9 @@ from llmfleet.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("llmfleet.gateway")
 
+# How long one wait for a published key change lasts; quiet hours are many waits in a row.
+CHANGES_WAIT_S = 60.0
+
 
 @dataclass
 class CachedKey:
@@ -211,11 +214,15 @@ class Gateway:
         """Drop a key's cached record the moment `keys revoke`/`set-tier` publishes it."""
         while True:
             try:
-                async with self.redis.pubsub() as pubsub:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANGED)
                     self._expire_cache()  # anything published before we (re)subscribed is lost
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
+                    while True:
+                        # A wait of our own: listen() would wait only the client's Redis timeout
+                        # (200 ms), then drop the subscription for redis_retry_s, and changes
+                        # published meanwhile would land only when the cache next expires.
+                        message = await pubsub.get_message(timeout=CHANGES_WAIT_S)
+                        if message is not None and message["type"] == "message":
                             self.cache.pop(_text(message["data"]), None)
             except (RedisError, OSError):
                 self._expire_cache()
