@@ -15,6 +15,9 @@ from llmfleet.config import FleetConfig
 from llmfleet.config.aws import DCGM_EXPORTER_PORT, NODE_EXPORTER_PORT
 from llmfleet.paths import images_dir
 from llmfleet.services import (
+    EDGE_HOST_SYSCTLS,
+    GPU_NODE_OPEN_FILES,
+    GPU_NODE_SYSCTLS,
     REDIS_EXPORTER_PASSWORD,
     REDIS_PASSWORD,
     GroupMembers,
@@ -39,6 +42,8 @@ def render_gpu_node(config: FleetConfig, *, stack: str, region: str) -> str:
         dcgm_port=DCGM_EXPORTER_PORT,
         node_exporter_port=NODE_EXPORTER_PORT,
         token_parameter=config.gpu_node.token_parameter(stack),
+        sysctls=GPU_NODE_SYSCTLS,
+        open_files=GPU_NODE_OPEN_FILES,
     )
 
 
@@ -66,6 +71,7 @@ def render_edge(
         place=place,
         fleet_json=config.model_dump_json(),
         redis_settings=redis_settings(place),
+        sysctls=EDGE_HOST_SYSCTLS,
         redis_password_file=place.secret_source(REDIS_PASSWORD),
         redis_exporter_password_file=place.secret_source(REDIS_EXPORTER_PASSWORD),
         redis_url_for_exporter=place.redis_url.removesuffix("/0"),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from llmfleet.config import FleetConfig
-from llmfleet.edge.nginx import GatewayHook, NginxPaths, nginx_binary
+from llmfleet.edge.nginx import LISTEN_BACKLOG, GatewayHook, NginxPaths, nginx_binary
 from llmfleet.gateway.leases import lease_ttl_s
 
 LOOPBACK = "127.0.0.1"
@@ -64,6 +64,26 @@ class MonitorPorts:
 
 EDGE_HOST_PORTS = EdgePorts()
 MONITOR_HOST_PORTS = MonitorPorts()
+
+# Kernel settings for a burst of thousands of clients at once (bench/surge.py has the figures).
+EDGE_HOST_SYSCTLS: dict[str, str] = {
+    # Linux silently caps every listen backlog here: nginx's and the gateway's accept queues
+    # must hold a whole burst, or dropped SYNs cost clients a 1 s retransmit.
+    "net.core.somaxconn": str(LISTEN_BACKLOG),
+    "net.ipv4.tcp_max_syn_backlog": str(LISTEN_BACKLOG),
+    # A burst leaves thousands of connections to the nodes in TIME_WAIT; the default reuses
+    # their ports on loopback only.
+    "net.ipv4.ip_local_port_range": "10240 65535",
+    "net.ipv4.tcp_tw_reuse": "1",
+}
+# The same for vLLM in its container (its own network namespace): uvicorn listens with a
+# backlog of 2048, which a burst of 5,000 overflows; the edge's connect timeout covers the
+# retransmits, and these keep the queue itself from being the limit.
+GPU_NODE_SYSCTLS: dict[str, str] = {
+    "net.core.somaxconn": str(LISTEN_BACKLOG),
+    "net.ipv4.tcp_max_syn_backlog": str(LISTEN_BACKLOG),
+}
+GPU_NODE_OPEN_FILES = 65536
 
 
 @dataclass(frozen=True)

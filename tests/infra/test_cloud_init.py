@@ -150,7 +150,9 @@ def test_vllm_runs_as_one_command_with_the_configured_model(program, mocks):
     image = argv.index("vllm/vllm-openai:v0.11.0")
     assert argv[:image] == [
         "docker", "run", "--rm", "--name", "vllm", "--gpus", "all", "--ipc=host",
-        "-p", "8000:8000", "--env-file", "/run/llmfleet/hf.env",
+        "-p", "8000:8000", "--ulimit", "nofile=65536:65536",
+        "--sysctl", "net.core.somaxconn=8192", "--sysctl", "net.ipv4.tcp_max_syn_backlog=8192",
+        "--env-file", "/run/llmfleet/hf.env",
         "-v", "/opt/llmfleet/hf-cache:/root/.cache/huggingface"]
     assert argv[image + 1:] == [
         "--model", "Qwen/Qwen2.5-1.5B-Instruct", "--served-model-name", "course-assistant",

@@ -23,6 +23,7 @@ from redis.retry import Retry
 
 from llmfleet.config import from_pulumi_config_env, load_config
 from llmfleet.edge import sync
+from llmfleet.edge.nginx import LISTEN_BACKLOG
 from llmfleet.gateway.__main__ import parse_args as gateway_args
 from llmfleet.local.sandbox.ports import free_port
 from llmfleet.local.sandbox.processes import wait_until
@@ -228,3 +229,22 @@ def test_a_real_redis_with_the_edges_settings_needs_the_password_and_keeps_keys(
     finally:
         server.kill()
         server.wait(10)
+
+
+def test_the_edge_and_the_nodes_have_kernel_room_for_a_burst():
+    sysctls = files(edge_user_data("startup-prod"))["/etc/sysctl.d/60-llmfleet-edge.conf"]
+    settings = dict(line.split(" = ") for line in sysctls.splitlines()
+                    if line and not line.startswith("#"))
+    # Linux caps nginx's listen backlog at somaxconn: it must be at least as deep.
+    assert int(settings["net.core.somaxconn"]) >= LISTEN_BACKLOG
+    assert settings["net.ipv4.tcp_tw_reuse"] == "1"
+    data = edge_user_data("startup-prod")
+    assert data["runcmd"].index(["sysctl", "--system"]) < min(
+        i for i, c in enumerate(data["runcmd"]) if c[:2] == ["systemctl", "enable"])
+
+    config = from_pulumi_config_env(stack_config_env("startup-prod"), "startup-prod")
+    node = yaml.safe_load(import_infra("cloud_init").render_gpu_node(
+        config, stack="startup-prod", region="us-east-1"))
+    vllm = files(node)["/usr/local/sbin/llmfleet-vllm"]
+    assert f"--sysctl net.core.somaxconn={LISTEN_BACKLOG}" in vllm
+    assert "--ulimit nofile=65536:65536" in vllm

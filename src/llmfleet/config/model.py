@@ -108,7 +108,9 @@ class LoadBalancing(Strict):
         description="nginx server weight per instance type (GPU-weighted balancing); default 1",
     )
     keepalive: int = Field(32, ge=0, le=1024, description="idle upstream connections per worker")
-    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    # Past two dropped SYNs (resent after 1 s and 3 s): a node's accept queue full for a moment
+    # in a burst must not fail the connect and count towards max_fails.
+    connect_timeout_s: float = Field(4.0, gt=0, le=60)
     read_timeout_s: float = Field(300.0, gt=0, le=3600)
     max_fails: int = Field(3, ge=0, le=100)
     fail_timeout_s: float = Field(30.0, gt=0, le=3600)
