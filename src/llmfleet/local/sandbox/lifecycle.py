@@ -28,7 +28,7 @@ from llmfleet.local.sandbox.run import (
 )
 from llmfleet.local.sandbox.status import SandboxStatus, describe
 from llmfleet.paths import repo_root
-from llmfleet.services import REDIS_PASSWORD, Placement
+from llmfleet.services import EDGE_HOST_SYSCTLS, REDIS_PASSWORD, Placement
 
 
 def default_state_dir() -> Path:
@@ -44,6 +44,7 @@ def up(config: FleetConfig, state_dir: Path, *, edge_port_explicit: bool = False
     the autoscaler (from `config.autoscaling`, up to `max_backends`, default
     `fleet.max_size`) starts last."""
     state_dir = state_dir.resolve()
+    _warn_if_the_kernel_caps_bursts(say)
     if autoscale:
         if not config.sandbox.monitoring:
             raise SandboxError("--autoscale reads the fleet's queue from Prometheus; turn "
@@ -115,6 +116,20 @@ def status(state_dir: Path) -> SandboxStatus:
     if state is None:
         return SandboxStatus(running=False, state_dir=str(state_dir))
     return describe(state, state_dir)
+
+
+def _warn_if_the_kernel_caps_bursts(say: Say) -> None:
+    """The AWS edge raises net.core.somaxconn to the edge's listen backlog; here it is the
+    machine's setting, which silently caps every accept queue the sandbox asks for."""
+    wanted = int(EDGE_HOST_SYSCTLS["net.core.somaxconn"])
+    try:
+        have = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return
+    if have < wanted:
+        say(f"note: net.core.somaxconn is {have} here (the AWS edge sets {wanted}); a burst of "
+            f"more than {have} clients connecting at once waits for SYN retransmits. To match "
+            f"the edge: sudo sysctl -w net.core.somaxconn={wanted}")
 
 
 def _refuse_if_running(state_dir: Path) -> None:
