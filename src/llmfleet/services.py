@@ -38,6 +38,7 @@ class EdgePorts:
     lease: int = 8091  # UDP: nginx's syslog lines that give in-flight slots back
     redis: int = 6379
     status: int = 8081  # nginx stub_status, read by the nginx exporter
+    busy: int = 8082  # nginx's own "busy, retry later" answer, the fleet's backup server
     edge_exporter: int = 9180  # responses by status class, from nginx's access log
     nginx_exporter: int = 9113
     redis_exporter: int = 9121
@@ -195,6 +196,10 @@ class Placement:
         return GatewayHook(f"{LOOPBACK}:{self.ports.gateway}", self.ports.lease)
 
     @property
+    def busy_listen(self) -> str:
+        return f"{LOOPBACK}:{self.ports.busy}"
+
+    @property
     def status_listen(self) -> str | None:
         return f"{LOOPBACK}:{self.ports.status}" if self.packaged_exporters else None
 
@@ -313,7 +318,7 @@ def _sync(place: Placement) -> Service:
     if not place.edge_host:
         argv += ["--runtime-dir", str(Path(place.nginx.pid).parent)]
     argv += ["--reload-command", shlex.join(place.reload_command),
-             "--state-file", place.sync_state_file]
+             "--state-file", place.sync_state_file, "--busy-listen", place.busy_listen]
     if place.gateway:
         argv += ["--gateway", place.gateway.address, "--lease-port", str(place.ports.lease)]
     if place.status_listen:

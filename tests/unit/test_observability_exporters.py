@@ -15,14 +15,14 @@ from llmfleet.local import alert_sink, top
 from llmfleet.observability.edge_exporter import EdgeExporter, LogTail, make_server
 
 
-def line(status: int) -> str:
+def line(status: int, refusal: str = "") -> str:
     return json.dumps({"time": "t", "method": "POST", "uri": "/v1/chat/completions",
-                       "status": status}) + "\n"
+                       "status": status, "refusal": refusal}) + "\n"
 
 
 def counts(text: str) -> dict[str, float]:
-    """Responses by class, and the unparsed lines by their series name."""
-    return {s.labels.get("class", s.name): s.value
+    """Responses by class, refusals by reason, and the unparsed lines by their series name."""
+    return {s.labels.get("class", s.labels.get("reason", s.name)): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
@@ -31,12 +31,15 @@ def test_responses_are_counted_by_class_from_zero(tmp_path):
     log.write_text(line(200) * 5)  # before the exporter started: not counted
     exporter = EdgeExporter(log)
     assert counts(exporter.scrape().decode()) == {
-        "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0,
+        "1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, "busy": 0,
         "llmfleet_edge_log_lines_unparsed_total": 0}
     with log.open("a") as out:
         out.write(line(200) + line(429) + line(502) + line(504) + "not json\n")
+        # Refused as busy, once straight away and once after a node failed first.
+        out.write(line(503, "busy") + line(503, ", busy") + line(503))
     found = counts(exporter.scrape().decode())
-    assert (found["2xx"], found["4xx"], found["5xx"]) == (1, 1, 2)
+    assert (found["2xx"], found["4xx"], found["5xx"]) == (1, 1, 5)
+    assert found["busy"] == 2  # a 503 for any other reason is no busy refusal
     assert found["llmfleet_edge_log_lines_unparsed_total"] == 1
 
 
@@ -85,7 +88,8 @@ def test_the_exporter_serves_its_counters_and_health(served):
         "counter", "Access-log lines without a readable status.")
     assert [(s.name, s.labels) for s in unparsed.samples] == [
         ("llmfleet_edge_log_lines_unparsed_total", {})]
-    assert set(families) == {"llmfleet_edge_responses", "llmfleet_edge_log_lines_unparsed"}
+    assert set(families) == {"llmfleet_edge_responses", "llmfleet_edge_refusals",
+                             "llmfleet_edge_log_lines_unparsed"}
 
     exporter.tail.path.write_text(line(503))
     with urlopen(url + "/metrics", timeout=5) as response:

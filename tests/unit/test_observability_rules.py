@@ -17,7 +17,7 @@ PROMTOOL_TESTS = Path(__file__).parent / "promtool" / "alerts_test.yml"
 ISSUE_ALERTS = {
     "LLMFleetHighP99Latency", "LLMFleetGPUSaturated", "LLMFleetHighErrorRate",
     "LLMFleetQueueBacklog", "LLMFleetKVCacheFull", "LLMFleetNoHealthyBackends",
-    "LLMFleetTargetDown", "LLMFleetRedisDown", "LLMFleetRateLimitSurge",
+    "LLMFleetTargetDown", "LLMFleetRedisDown", "LLMFleetRateLimitSurge", "LLMFleetEdgeBusy",
 }  # fmt: skip
 
 

@@ -79,6 +79,7 @@ class Alerts(Strict):
     target_down: Sustained = Sustained(for_s=300)
     redis_down: Sustained = Sustained(for_s=60)
     rate_limit_surge: Ratio = Ratio(threshold=0.2, for_s=300)
+    edge_busy: Ratio = Ratio(threshold=0.01, for_s=120)
 
     @model_validator(mode="before")
     @classmethod

@@ -117,6 +117,14 @@ class LoadBalancing(Strict):
     next_upstream_tries: int = Field(2, ge=1, le=10)
     next_upstream_timeout_s: float = Field(10.0, gt=0, le=600)
     max_body_size: NginxSize = "1m"
+    # Overload by design: past this many requests on every node (running and queued in vLLM),
+    # the edge answers at once "busy, retry after N s" instead of queueing without end.
+    max_requests_per_node: int | None = Field(
+        None, ge=1, le=100_000,
+        description="requests one node holds at once, running and waiting; beyond it on every "
+                    "node the edge answers 429 busy with Retry-After (none: vLLM queues all)")
+    busy_retry_after_s: int = Field(5, ge=1, le=3600,
+                                    description="the Retry-After of a busy answer, in seconds")
     expose_upstream_header: bool = Field(
         False, description="add x-llmfleet-upstream to responses (debugging; the sandbox sets it)"
     )

@@ -109,6 +109,7 @@ def render_nginx_conf(
     status_listen: str | None = None,
     gateway: GatewayHook | None = None,
     metrics: MetricsProxy | None = None,
+    busy_listen: str | None = None,
 ) -> str:
     """Return nginx.conf text for this fleet and these upstreams.
 
@@ -116,7 +117,9 @@ def render_nginx_conf(
     nginx Prometheus exporter. `gateway` turns on API keys and rate limits (auth_request).
     `metrics` lets the monitor scrape loopback-only exporters (see `MetricsProxy`).
     `worker_connections` and `listen_backlog` size the edge for a burst of simultaneous
-    clients (see WORKER_CONNECTIONS and LISTEN_BACKLOG).
+    clients (see WORKER_CONNECTIONS and LISTEN_BACKLOG). `busy_listen` (a loopback address)
+    is where nginx answers "busy, retry later" itself when every node holds
+    `load_balancing.max_requests_per_node` requests.
     """
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(images_dir() / "edge"),
@@ -137,6 +140,8 @@ def render_nginx_conf(
         listen_backlog=listen_backlog,
         error_pages=ERROR_PAGES,
         status_listen=status_listen,
+        busy_listen=busy_listen if config.load_balancing.max_requests_per_node else None,
+        serving=any(not u.down for u in upstreams),
         gateway=gateway,
         metrics=metrics,
     )

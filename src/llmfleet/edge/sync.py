@@ -126,6 +126,7 @@ class Syncer:
     gateway: GatewayHook | None = None
     status_listen: str | None = None
     metrics: MetricsProxy | None = None
+    busy_listen: str | None = None
     state_file: Path | None = None
     _joined: set[str] = field(default_factory=set)
     _last: dict[str, MemberState] = field(default_factory=dict)
@@ -166,7 +167,7 @@ class Syncer:
     def _apply(self, upstreams: list[Upstream]) -> tuple[Outcome, str]:
         text = render_nginx_conf(self.config, upstreams, listen=self.listen, paths=self.paths,
                                  gateway=self.gateway, status_listen=self.status_listen,
-                                 metrics=self.metrics)
+                                 metrics=self.metrics, busy_listen=self.busy_listen)
         current = self.conf_path.read_text() if self.conf_path.exists() else None
         if text == current:
             return Outcome.UNCHANGED, ""
@@ -260,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics=(MetricsProxy(args.metrics_address, tuple(args.metrics_ports))
                  if args.metrics_address else None),
         state_file=args.state_file,
+        busy_listen=args.busy_listen,
     )
     if args.once:
         return 0 if syncer.sync_once().ok else 1
@@ -320,6 +322,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="the private address where the monitor scrapes /metrics")
     parser.add_argument("--metrics-ports", type=int, nargs="+", metavar="PORT",
                         help="loopback /metrics ports nginx forwards from --metrics-address")
+    parser.add_argument("--busy-listen", metavar="ADDRESS",
+                        help="a loopback address where nginx answers busy when every node is "
+                             "full (load_balancing.max_requests_per_node)")
     parser.add_argument("--state-file", type=Path, metavar="FILE",
                         help="write each pass's member states here (JSON)")
     return parser

@@ -99,6 +99,11 @@ SERVICE = Dashboard(
                           "log: includes nginx's own 502/504 and the gateway's 401/429)."),
         Panel("Edge responses per second", _q("fleet:edge_responses:rate", "{{class}}"),
               unit="reqps"),
+        Panel("Refused busy (every node full)", _q("fleet:edge_busy:ratio", "busy"),
+              unit="percentunit",
+              description="Share of requests the edge answered 429 busy with Retry-After: every "
+                          "node held load_balancing.max_requests_per_node. Alert: "
+                          "LLMFleetEdgeBusy."),
         Panel("429s by tier", (
             Query("tier:gateway_throttled:ratio", "{{tier}} ratio"),
         ), unit="percentunit", needs="gateway",

@@ -3,8 +3,10 @@
 Open-source nginx's stub_status counts connections only, and the backends' metrics cannot see
 what nginx answers itself (502 with no backend left, 504, 413) nor what the gateway refused
 (401, 429). The access log has every response the clients got, so this exporter counts it:
-`llmfleet_edge_responses_total{class="2xx"|"4xx"|"5xx"|...}`. It reads the new lines on each
-scrape and follows the file across truncation and rotation.
+`llmfleet_edge_responses_total{class="2xx"|"4xx"|"5xx"|...}`, and the refusals nginx answers
+itself by design, by reason (`llmfleet_edge_refusals_total{reason="busy"}`: every node was
+full). It reads the new lines on each scrape and follows the file across truncation and
+rotation.
 
     python -m llmfleet.observability.edge_exporter --access-log /var/log/nginx/access.log \
         --host 127.0.0.1 --port PORT
@@ -28,9 +30,12 @@ from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 RESPONSES = "llmfleet_edge_responses_total"
+REFUSALS = "llmfleet_edge_refusals_total"
 UNPARSED = "llmfleet_edge_log_lines_unparsed_total"
-METRIC_NAMES: tuple[str, ...] = (RESPONSES, UNPARSED)
+METRIC_NAMES: tuple[str, ...] = (RESPONSES, REFUSALS, UNPARSED)
 CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# Why nginx refused a request by design (the access log's "refusal" field).
+REASONS = ("busy",)
 # The text format 0.0.4, what prometheus_client's own handlers answer a scraper that asks for
 # no particular format (CONTENT_TYPE_LATEST says version=1.0.0 from prometheus_client 0.23 on).
 _, CONTENT_TYPE = choose_encoder("")
@@ -74,14 +79,20 @@ class EdgeCounts:
 
     def __init__(self) -> None:
         self.responses = dict.fromkeys(CLASSES, 0)
+        self.refusals = dict.fromkeys(REASONS, 0)
         self.unparsed = 0
 
     def add(self, line: str) -> None:
         try:
-            status = int(json.loads(line)["status"])
+            entry = json.loads(line)
+            status = int(entry["status"])
         except (ValueError, KeyError, TypeError):
             self.unparsed += 1
             return
+        # A request retried onto the busy server logs every upstream's answer: "x, busy".
+        for reason in str(entry.get("refusal", "")).replace(",", " ").split():
+            if reason in self.refusals:
+                self.refusals[reason] += 1
         status_class = f"{status // 100}xx"
         if status_class in self.responses:
             self.responses[status_class] += 1
@@ -108,9 +119,15 @@ class EdgeExporter(Collector):
                 labels=["class"])
             for status_class, count in self.counts.responses.items():
                 responses.add_metric([status_class], count)
+            refusals = CounterMetricFamily(
+                REFUSALS, "Requests the edge refused by design, by reason (busy: every node "
+                "held load_balancing.max_requests_per_node).", labels=["reason"])
+            for reason, count in self.counts.refusals.items():
+                refusals.add_metric([reason], count)
             unparsed = CounterMetricFamily(
                 UNPARSED, "Access-log lines without a readable status.", self.counts.unparsed)
         yield responses
+        yield refusals
         yield unparsed
 
     def scrape(self) -> bytes:

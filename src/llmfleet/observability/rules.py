@@ -42,6 +42,7 @@ ALERTS: tuple[AlertSpec, ...] = (
     AlertSpec("LLMFleetTargetDown", "warning"),
     AlertSpec("LLMFleetRedisDown", "critical"),
     AlertSpec("LLMFleetRateLimitSurge", "warning"),
+    AlertSpec("LLMFleetEdgeBusy", "warning"),
 )
 ALERT_NAMES: tuple[str, ...] = tuple(a.name for a in ALERTS)
 
@@ -86,6 +87,10 @@ def recording_rules(config: FleetConfig) -> list[dict[str, Any]]:
         record("fleet:edge_errors:ratio",
                f'sum(fleet:edge_responses:rate{{class="{status_class}"}}) '
                "/ (sum(fleet:edge_responses:rate) > 0)", **{"class": status_class})
+    record("fleet:edge_refusals:rate",
+           f"sum by (reason) (rate(llmfleet_edge_refusals_total[{w}]))")
+    record("fleet:edge_busy:ratio",
+           'sum(fleet:edge_refusals:rate{reason="busy"}) / (sum(fleet:edge_responses:rate) > 0)')
     record("tier:gateway_throttled:ratio",
            "sum by (tier) (rate(llmfleet_gateway_requests_total"
            f'{{decision="refused", reason=~"rate_limited|concurrency"}}[{w}])) '
@@ -185,6 +190,12 @@ def alert_rules(config: FleetConfig) -> list[dict[str, Any]]:
               a.rate_limit_surge, "Tier {{ $labels.tier }} is being rate limited heavily",
               f"More than {a.rate_limit_surge.threshold * 100:g} % of the tier's requests have "
               f"got 429 for {duration(a.rate_limit_surge.for_s)}.",
+              "{{ $value | humanizePercentage }}"),
+        alert("LLMFleetEdgeBusy", f"fleet:edge_busy:ratio > {a.edge_busy.threshold:g}",
+              a.edge_busy, "The edge is turning requests away: every model server is full",
+              f"More than {a.edge_busy.threshold * 100:g} % of requests have got 429 busy for "
+              f"{duration(a.edge_busy.for_s)}: every node holds "
+              "load_balancing.max_requests_per_node. Scale out, or raise the fleet's maximum.",
               "{{ $value | humanizePercentage }}"),
     ]
 

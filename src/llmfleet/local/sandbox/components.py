@@ -33,6 +33,7 @@ def claim_edge_ports(run: SandboxRun, *, edge_port_explicit: bool) -> EdgePorts:
         redis=run.port(sandbox.redis_port or EDGE_HOST_PORTS.redis) if sandbox.auth else 0,
         status=0,
         edge_exporter=run.port(EDGE_HOST_PORTS.edge_exporter) if sandbox.monitoring else 0,
+        busy=run.port(EDGE_HOST_PORTS.busy),
         nginx_exporter=0,
         redis_exporter=0,
     )
