@@ -20,7 +20,6 @@ from llmfleet.config.sources import (
     from_pulumi_config_env,
     load_config,
     load_pulumi_stack,
-    load_yaml,
     validate,
 )
 from llmfleet.config.tiers import UNLIMITED, FailMode, RateLimits, Tier
@@ -52,6 +51,5 @@ __all__ = [
     "from_pulumi_config_env",
     "load_config",
     "load_pulumi_stack",
-    "load_yaml",
     "validate",
 ]

@@ -82,11 +82,6 @@ def load_config(path: str | Path | None, overrides: Overrides | None = None,
     return LoadedConfig(config, ConfigKind.SANDBOX, None)
 
 
-def load_yaml(path: str | Path | None) -> FleetConfig:
-    """`load_config(path).config`: the config alone, when its kind does not matter."""
-    return load_config(path).config
-
-
 def validate(data: Mapping[str, Any], source: str, key_prefix: str = "") -> FleetConfig:
     """Validate raw config data; raise ConfigError listing every bad value."""
     try:

@@ -15,9 +15,9 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import uvloop
 
-from llmfleet.config import ConfigError, load_yaml
+from llmfleet.config import ConfigError, load_config
 from llmfleet.gateway.http import HttpConnection, close_idle
-from llmfleet.gateway.leases import LeaseListener
+from llmfleet.gateway.leases import LeaseListener, lease_ttl_s
 from llmfleet.gateway.server import Gateway, routes
 
 log = logging.getLogger("llmfleet.gateway")
@@ -30,19 +30,20 @@ MAX_BACKLOG = 65535
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m llmfleet.gateway", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090,
+    parser.add_argument("--port", type=int, required=True,
                         help="TCP port: /auth, /metrics and /health")
     parser.add_argument("--backlog", type=int, default=MAX_BACKLOG,
                         help="connections waiting to be accepted (the kernel caps it at "
                              "net.core.somaxconn)")
     parser.add_argument("--config", type=Path, help="llmfleet config (YAML or JSON)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis-url", required=True, help="redis://HOST:PORT/DB")
     parser.add_argument("--redis-password-file", type=Path,
                         help="file holding the Redis password (kept off the command line)")
     parser.add_argument("--lease-port", type=int, default=0,
                         help="loopback UDP port for nginx's syslog lines that end leases")
-    parser.add_argument("--lease-ttl", type=float, default=360.0,
-                        help="seconds after which an unreleased in-flight slot frees itself")
+    parser.add_argument("--lease-ttl", type=float, default=None,
+                        help="seconds after which an unreleased in-flight slot frees itself "
+                             "(default: the config's read timeout and a margin)")
     return parser.parse_args(argv)
 
 
@@ -58,13 +59,14 @@ def raise_open_files_limit() -> int:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    config = load_yaml(args.config)
+    config = load_config(args.config).config
     limits = config.rate_limits
     password = args.redis_password_file.read_text().strip() if args.redis_password_file else None
     timeout = limits.redis_timeout_ms / 1000
     client = aioredis.from_url(args.redis_url, password=password, socket_timeout=timeout,
                                socket_connect_timeout=timeout, decode_responses=False)
-    gateway = Gateway(limits, client, args.lease_ttl)
+    lease_ttl = args.lease_ttl or lease_ttl_s(config.load_balancing.read_timeout_s)
+    gateway = Gateway(limits, client, lease_ttl)
     handler = routes(gateway)
     connections: set[HttpConnection] = set()
     loop = asyncio.get_running_loop()
