@@ -8,10 +8,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 # The servers the sandbox runs; cloud-init for its schema check of rendered user data; procps
 # (ps) and iproute2 (ss), which the testinfra host checks read processes and sockets with; and
-# systemd for `systemd-analyze verify` of the edge's units (nothing is started by it here).
+# systemd for `systemd-analyze verify` of the edge's units (nothing is started by it here);
+# hey, the external load generator the benchmarks measure with besides their own client.
 DEBIAN_PACKAGES=(
     nginx redis-server prometheus prometheus-alertmanager prometheus-node-exporter
-    cloud-init procps iproute2 systemd
+    cloud-init procps iproute2 systemd hey
 )
 
 say() { printf '[llmfleet] %s\n' "$*" >&2; }
