@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -78,9 +77,7 @@ def test_every_sandbox_panel_returns_data_and_top_shows_it(loaded_sandbox, capsy
 
 
 def test_status_lists_prometheus_alertmanager_and_the_sink_that_logs_alerts(start_sandbox):
-    started = time.monotonic()
     report = start_sandbox(sandbox={"auth": False}, alerts={"group_wait_s": 0})
-    assert time.monotonic() - started < 5  # `up` stays quick with monitoring in it
     for kind in ("prometheus", "alertmanager", "alert-sink", "edge-exporter"):
         assert report[kind]["healthy"], kind
         assert report[kind]["url"].startswith("http://127.0.0.1:")
