@@ -67,6 +67,27 @@ def policy_document(*statements: dict[str, Any]) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
+def assumed_by(service: str) -> str:
+    """A role's trust policy: only `service` (ec2.amazonaws.com, lambda.amazonaws.com) may
+    assume it."""
+    return policy_document({
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
+    })
+
+
+def read_fleet(sid: str) -> dict[str, Any]:
+    """Reading the GPU groups and their instances. Neither action supports resource-level
+    permissions or tag conditions, so both are allowed on "*"."""
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": ["autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances"],
+        "Resource": "*",
+    }
+
+
 def instance_role(
     name: str, tags: dict[str, str], partition: pulumi.Output[str], parent: pulumi.Resource
 ) -> tuple[aws.iam.Role, aws.iam.InstanceProfile]:
@@ -75,11 +96,7 @@ def instance_role(
     child = pulumi.ResourceOptions(parent=parent)
     role = aws.iam.Role(
         f"{name}-role",
-        assume_role_policy=policy_document({
-            "Effect": "Allow",
-            "Principal": {"Service": "ec2.amazonaws.com"},
-            "Action": "sts:AssumeRole",
-        }),
+        assume_role_policy=assumed_by("ec2.amazonaws.com"),
         tags=tags,
         opts=child,
     )

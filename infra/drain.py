@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
-from common import STACK_TAG, Account, policy_document
+from common import STACK_TAG, Account, assumed_by, policy_document, read_fleet
 from edge import bundle_files
 
 from llmfleet.autoscale.drain import (
@@ -67,11 +67,7 @@ class SpotDrain(pulumi.ComponentResource):
                                        tags=args.tags, opts=child)
         role = aws.iam.Role(
             f"{name}-role",
-            assume_role_policy=policy_document({
-                "Effect": "Allow",
-                "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-            }),
+            assume_role_policy=assumed_by("lambda.amazonaws.com"),
             tags=args.tags,
             opts=child,
         )
@@ -128,13 +124,7 @@ class SpotDrain(pulumi.ComponentResource):
 def _drain_policy(partition: str, region: str, account_id: str, log_group: str,
                   spot_group_arn: str, on_demand_group_arn: str, *, stack: str) -> str:
     return policy_document(
-        {
-            # Neither action supports resource-level permissions or tag conditions.
-            "Sid": "ReadInstancesAndGroups",
-            "Effect": "Allow",
-            "Action": ["autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances"],
-            "Resource": "*",
-        },
+        read_fleet("ReadInstancesAndGroups"),
         {
             "Sid": "TagThisStacksInstancesDraining",
             "Effect": "Allow",

@@ -20,6 +20,7 @@ from common import (
     launch_tags,
     policy_document,
     primary_interface,
+    read_fleet,
 )
 
 from llmfleet.config import FleetConfig
@@ -156,13 +157,7 @@ def _edge_policy(partition: str, region: str, account_id: str, allocation_id: st
                  bucket: str, *, stack: str) -> str:
     ec2 = f"arn:{partition}:ec2:{region}:{account_id}"
     return policy_document(
-        {
-            # Neither action supports resource-level permissions or tag conditions.
-            "Sid": "ReadFleetMembership",
-            "Effect": "Allow",
-            "Action": ["autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances"],
-            "Resource": "*",
-        },
+        read_fleet("ReadFleetMembership"),
         {
             "Sid": "TakeThisStacksAddress",
             "Effect": "Allow",

@@ -14,6 +14,7 @@ from pathlib import Path
 import jinja2
 
 from llmfleet.config import FleetConfig
+from llmfleet.edge.members import Member
 from llmfleet.paths import images_dir
 
 # OpenAI-shaped bodies for the errors nginx itself answers (no backend reached).
@@ -39,18 +40,10 @@ LISTEN_BACKLOG = 8192
 
 
 @dataclass(frozen=True)
-class Upstream:
-    """One GPU node (or sandbox backend) as the edge sees it."""
+class Upstream(Member):
+    """A fleet member as nginx gets it: `down` means finish what it has, take nothing new."""
 
-    name: str
-    host: str
-    port: int
-    instance_type: str | None = None  # picks the weight under GPU-weighted balancing
-    down: bool = False  # draining: finish what it has, take nothing new
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
+    down: bool = False
 
 
 @dataclass(frozen=True)

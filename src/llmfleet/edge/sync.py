@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -81,9 +81,7 @@ def upstreams_for(views: Sequence[MemberView]) -> list[Upstream]:
     """Ready members take traffic; draining and failing ones are `down`; booting ones stay
     out. Sorted, so the same fleet always renders the same text."""
     upstreams = [
-        Upstream(name=view.member.name, host=view.member.host, port=view.member.port,
-                 instance_type=view.member.instance_type,
-                 down=view.state is not MemberState.READY)
+        Upstream(**asdict(view.member), down=view.state is not MemberState.READY)
         for view in views if view.state is not MemberState.BOOTING
     ]
     return sorted(upstreams, key=lambda u: u.name)
