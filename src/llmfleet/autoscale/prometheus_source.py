@@ -9,18 +9,15 @@ while, reports a short history, and the policy does not scale in on what it has 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.error import URLError
-from urllib.parse import urlencode
-from urllib.request import urlopen
 
 from llmfleet.autoscale.policy import Windows
 from llmfleet.autoscale.sources import FleetMetrics, SourceError
 from llmfleet.config import Autoscaling
+from llmfleet.observability.prometheus_api import PrometheusError, query
 from llmfleet.observability.promql import duration
 
 WAITING = "fleet:requests_waiting:sum"
@@ -142,16 +139,10 @@ class PrometheusSource:
         )
 
     def _query(self, expr: str, now: float) -> list[dict[str, Any]]:
-        address = f"{self.url}/api/v1/query?{urlencode({'query': expr, 'time': f'{now:.3f}'})}"
         try:
-            with urlopen(address, timeout=self.timeout_s) as response:
-                body = json.load(response)
-        except (URLError, OSError, ValueError) as error:
-            raise SourceError(f"cannot query Prometheus at {self.url}: {error}") from None
-        if body.get("status") != "success":
-            raise SourceError(f"Prometheus at {self.url} refused {expr!r}: "
-                              f"{body.get('error', body)}")
-        return body["data"]["result"]
+            return query(self.url, expr, at=now, timeout_s=self.timeout_s)
+        except PrometheusError as error:
+            raise SourceError(str(error)) from None
 
 
 def _over(function: str, series: str, window_s: float) -> str:

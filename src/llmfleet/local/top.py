@@ -9,18 +9,15 @@ last decision.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from urllib.error import URLError
-from urllib.parse import urlencode
-from urllib.request import urlopen
 
 from llmfleet.local.sandbox import SandboxStatus, default_state_dir, status
+from llmfleet.observability.prometheus_api import PrometheusError, query
 
 EXIT_OK, EXIT_FAILED = 0, 1
 CLEAR = "\x1b[H\x1b[2J"
@@ -58,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
         while True:
             print(CLEAR + draw(), flush=True)
             time.sleep(args.interval)  # pacing the redraw, not waiting for anything
-    except (URLError, OSError) as error:
-        print(f"llmfleet top: cannot query {url}: {error}", file=sys.stderr)
+    except PrometheusError as error:
+        print(f"llmfleet top: {error}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
@@ -72,10 +69,8 @@ class Prometheus:
 
     def query(self, expr: str) -> Series:
         """An instant query's result as (labels, value) pairs."""
-        with urlopen(f"{self.url}/api/v1/query?{urlencode({'query': expr})}",
-                     timeout=self.timeout_s) as response:
-            body = json.load(response)
-        return [(item["metric"], float(item["value"][1])) for item in body["data"]["result"]]
+        return [(item["metric"], float(item["value"][1]))
+                for item in query(self.url, expr, timeout_s=self.timeout_s)]
 
 
 @dataclass(frozen=True)
@@ -164,5 +159,4 @@ def _pct(value: float | None) -> str:
 
 
 def _sandbox_prometheus(state_dir: Path | None) -> str | None:
-    prometheus = status(state_dir or default_state_dir()).service("prometheus")
-    return prometheus.url if prometheus and prometheus.running else None
+    return status(state_dir or default_state_dir()).prometheus_url

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.error import URLError
-from urllib.parse import urlencode
-from urllib.request import urlopen
 
 from yarl import URL
 
 from llmfleet.local.sandbox import default_state_dir, status
+from llmfleet.observability.prometheus_api import PrometheusError, query_range
 
 __all__ = [
     "QUEUE_QUERY",
@@ -57,34 +54,25 @@ def query_fleet(
 
 
 def _range(
-    prometheus: str, query: str, start: float, end: float, step_s: float, timeout_s: float
+    prometheus: str, expr: str, start: float, end: float, step_s: float, timeout_s: float
 ) -> Points:
-    params = urlencode({"query": query, "start": start, "end": end, "step": step_s})
-    url = f"{prometheus.rstrip('/')}/api/v1/query_range?{params}"
     try:
-        with urlopen(url, timeout=timeout_s) as response:
-            body = json.load(response)
-    except (URLError, OSError, ValueError) as error:
-        raise FleetQueryError(f"cannot query Prometheus at {prometheus}: {error}") from None
-    try:
-        if body["status"] != "success":
-            raise KeyError("status")
-        values = [pair for series in body["data"]["result"] for pair in series["values"]]
+        result = query_range(prometheus, expr, start, end, step_s, timeout_s=timeout_s)
+        values = [pair for series in result for pair in series["values"]]
         return sorted((float(t) - start, float(v)) for t, v in values)
+    except PrometheusError as error:
+        raise FleetQueryError(str(error)) from None
     except (KeyError, TypeError, ValueError):
         raise FleetQueryError(
-            f"Prometheus at {prometheus} gave no range result for {query!r}"
+            f"Prometheus at {prometheus} gave no range result for {expr!r}"
         ) from None
 
 
 def sandbox_prometheus(target: str, state_dir: Path | None) -> str | None:
     """The running sandbox's Prometheus, if ``target`` is that sandbox's edge or a backend."""
     sandbox = status(state_dir or default_state_dir())
-    prometheus = sandbox.service("prometheus")
-    if not (prometheus and prometheus.running):
-        return None
     ours = {_authority(u) for u in (sandbox.endpoint, *(b.url for b in sandbox.backends)) if u}
-    return prometheus.url if _authority(target) in ours else None
+    return sandbox.prometheus_url if _authority(target) in ours else None
 
 
 def _authority(url: str) -> tuple[str, int | None]:

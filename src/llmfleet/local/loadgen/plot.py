@@ -134,12 +134,7 @@ def _unzip(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]
 
 
 def _title(report: LoadReport) -> str:
-    if report.open_loop is None:
-        shape = f"closed loop, {report.concurrency} clients"
-    else:
-        shape = f"open loop, {report.open_loop.describe()}"
-    if report.duration_s is not None:
-        shape += f", for {report.duration_s:g} s"
+    shape = report.shape
     state = "  (interrupted: partial)" if report.interrupted else ""
     return (
         f"llmfleet load → {report.url}: {shape}\n"

@@ -127,15 +127,22 @@ class LoadReport:
             data["dropped_s"] = list(self.dropped_s)
         return data
 
+    @property
+    def shape(self) -> str:
+        """How the load was sent: closed loop (N clients) or open loop (arrivals), and for how
+        long."""
+        if self.open_loop is None:
+            shape = f"closed loop, {self.concurrency} clients"
+        else:
+            shape = f"open loop, {self.open_loop.describe()}"
+        if self.duration_s is not None:
+            shape += f", for {self.duration_s:g} s"
+        return shape
+
     def render_text(self) -> str:
         """A compact human-readable summary table."""
         stream = "stream" if self.stream else "no-stream"
-        if self.open_loop is None:
-            shape = f"concurrency={self.concurrency}"
-        else:
-            shape = f"open loop: {self.open_loop.describe()}"
-        if self.duration_s is not None:
-            shape += f" for {self.duration_s:g} s"
+        shape = self.shape
         if self.open_loop is not None:
             shape += f", max in flight {self.open_loop.max_in_flight};"
         lines = [

@@ -52,6 +52,12 @@ class SandboxStatus:
     def service(self, name: str) -> ProcessStatus | None:
         return self.services.get(name)
 
+    @property
+    def prometheus_url(self) -> str | None:
+        """The sandbox's Prometheus when it runs (`top` and `load --plot` read it)."""
+        prometheus = self.service("prometheus")
+        return prometheus.url if prometheus and prometheus.running else None
+
     def to_json(self) -> dict[str, Any]:
         """`status --json`: the endpoint, the backends, then each service under its name (the
         autoscaler's with its policy, desired size and last decision)."""
