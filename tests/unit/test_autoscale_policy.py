@@ -10,6 +10,7 @@ from llmfleet.autoscale.policy import (
     Node,
     NodeState,
     Observations,
+    PolicySettings,
     ScalerState,
     Windows,
     decide,
@@ -57,7 +58,7 @@ def state(spot: int, on_demand: int = 0, out_at: float | None = None) -> ScalerS
 
 def run(obs: Observations, cfg=None, st: ScalerState | None = None) -> Decision:
     cfg = cfg or config()
-    return decide(obs, cfg, st or state(len([n for n in obs.nodes
+    return decide(obs, PolicySettings.of(cfg), st or state(len([n for n in obs.nodes
                                               if n.state is not NodeState.DRAINING])))
 
 

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from llmfleet.autoscale.policy import Group, Node, NodeState, ScalerState, decide
+from llmfleet.autoscale.policy import (
+    Group,
+    Node,
+    NodeState,
+    PolicySettings,
+    ScalerState,
+    decide,
+)
 from llmfleet.autoscale.prometheus_source import (
     EDGE_ANSWERS,
     NODE_CONCURRENCY,
@@ -125,7 +132,8 @@ def test_no_fresh_data_covers_nothing_and_the_policy_will_not_scale_in(prometheu
     assert metrics.running_by_node == {} and metrics.arrivals_rps is None
     nodes = [Node(f"backend-{i}", Group.SPOT, NodeState.READY, 3600) for i in (1, 2)]
     config = validate({"fleet": {"min_size": 1, "max_size": 4}}, "t")
-    decision = decide(observations(T0 + at, nodes, metrics), config, ScalerState(2, 0))
+    decision = decide(observations(T0 + at, nodes, metrics), PolicySettings.of(config),
+                      ScalerState(2, 0))
     assert decision.total == 2 and "no scale-in on missing data" in decision.reason
 
 

@@ -1,7 +1,7 @@
 """How many GPU nodes the fleet needs: one pure function, the same in the sandbox, in the
 simulator and in the AWS scaler Lambda.
 
-`decide(observations, config, state)` reads a snapshot (each node's state and load, and the
+`decide(observations, settings, state)` reads a snapshot (each node's state and load, and the
 fleet's queue aggregated over the recent past by the caller's source: PromQL windows in the
 sandbox, CloudWatch on AWS) and returns the desired size of both groups with a reason a person
 can read. It does no I/O and keeps no memory: what it must remember (the desired sizes, when
@@ -23,10 +23,12 @@ spot capacity that is not ready after a grace period with on-demand nodes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
-from llmfleet.config import FleetConfig
+if TYPE_CHECKING:  # the scaler Lambda's zip holds no pydantic: config types for checkers only
+    from llmfleet.config import FleetConfig
 
 
 class NodeState(StrEnum):
@@ -83,6 +85,51 @@ class Observations:
 
 
 @dataclass(frozen=True)
+class PolicySettings:
+    """What the policy reads of a stack's config: the `autoscaling` section and the bounds of
+    both groups (`fleet.*`, `on_demand.*`). Plain values, so that the scaler Lambda, whose zip
+    holds no pydantic, decides from the JSON `pulumi up` hands it (`to_json`/`from_json`)."""
+
+    policy: str  # seed | adaptive | fixed:N
+    fixed_size: int | None  # N of fixed:N
+    queue_threshold: float
+    scale_out_after_s: float
+    scale_in_after_s: float
+    panic_after_s: float
+    panic_factor: float
+    target_utilisation: float
+    cooldown_s: float
+    max_step: int
+    spot_grace_s: float
+    min_size: int  # the primary group's bounds (spot, or on-demand when fleet.spot is off)
+    max_size: int
+    spot: bool
+    on_demand_min: int  # the on-demand fallback group's bounds
+    on_demand_max: int
+
+    @classmethod
+    def of(cls, config: FleetConfig) -> PolicySettings:
+        a = config.autoscaling
+        return cls(
+            policy=a.policy, fixed_size=a.fixed_size, queue_threshold=a.queue_threshold,
+            scale_out_after_s=a.scale_out_after_s, scale_in_after_s=a.scale_in_after_s,
+            panic_after_s=a.panic_after_s, panic_factor=a.panic_factor,
+            target_utilisation=a.target_utilisation, cooldown_s=a.cooldown_s,
+            max_step=a.max_step, spot_grace_s=a.spot_grace_s,
+            min_size=config.fleet.min_size, max_size=config.fleet.max_size,
+            spot=config.fleet.spot, on_demand_min=config.on_demand.min_size,
+            on_demand_max=config.on_demand.max_size,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PolicySettings:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class ScalerState:
     """What the scaler remembers between decisions."""
 
@@ -109,21 +156,20 @@ class Decision:
         return self.spot + self.on_demand
 
 
-def decide(obs: Observations, config: FleetConfig, state: ScalerState) -> Decision:
+def decide(obs: Observations, settings: PolicySettings, state: ScalerState) -> Decision:
     """The fleet's desired size now, with the reason."""
-    scaling = config.autoscaling
-    low, high = config.fleet.min_size, config.fleet.max_size
+    low, high = settings.min_size, settings.max_size
     # The fleet's size as last asked for; on-demand nodes standing in for missing spot ones
     # are not part of it.
-    current = max(low, min(high, _primary(state, config)))
-    if scaling.fixed_size is not None:
-        target = max(low, min(high, scaling.fixed_size))
+    current = max(low, min(high, _primary(state, settings)))
+    if settings.fixed_size is not None:
+        target = max(low, min(high, settings.fixed_size))
         change = _Change(target, f"fixed at {target}")
-    elif scaling.policy == "seed":
-        change = _seed(obs, config, current)
+    elif settings.policy == "seed":
+        change = _seed(obs, settings, current)
     else:
-        change = _adaptive(obs, config, state, current)
-    return _place(obs, config, state, change)
+        change = _adaptive(obs, settings, state, current)
+    return _place(obs, settings, state, change)
 
 
 @dataclass(frozen=True)
@@ -133,9 +179,8 @@ class _Change:
     drain: tuple[str, ...] = ()
 
 
-def _seed(obs: Observations, config: FleetConfig, current: int) -> _Change:
-    s = config.autoscaling
-    low, high = config.fleet.min_size, config.fleet.max_size
+def _seed(obs: Observations, s: PolicySettings, current: int) -> _Change:
+    low, high = s.min_size, s.max_size
     w = obs.windows
     if _covers(w, s.scale_out_after_s) and w.queue_per_node_min_out is not None and (
             w.queue_per_node_min_out > s.queue_threshold):
@@ -154,10 +199,9 @@ def _seed(obs: Observations, config: FleetConfig, current: int) -> _Change:
                    (victim,) if victim else ())
 
 
-def _adaptive(obs: Observations, config: FleetConfig, state: ScalerState,
+def _adaptive(obs: Observations, s: PolicySettings, state: ScalerState,
               current: int) -> _Change:
-    s = config.autoscaling
-    low, high = config.fleet.min_size, config.fleet.max_size
+    low, high = s.min_size, s.max_size
     w = obs.windows
     serving = obs.count(NodeState.READY)
     on_the_way = obs.count(NodeState.BOOTING)
@@ -217,24 +261,21 @@ def _adaptive(obs: Observations, config: FleetConfig, state: ScalerState,
                    (victim,))
 
 
-def _place(obs: Observations, config: FleetConfig, state: ScalerState,
+def _place(obs: Observations, s: PolicySettings, state: ScalerState,
            change: _Change) -> Decision:
     """Split the target between the groups: the primary group gets it all; on-demand nodes
     stand in for spot capacity that is not ready after the grace period, and are handed back
     once spot is ready."""
-    od = config.on_demand
-    s = config.autoscaling
-    if not config.fleet.spot:
-        spot, on_demand = 0, max(od.min_size, min(od.max_size, change.target))
+    if not s.spot:
+        spot, on_demand = 0, max(s.on_demand_min, min(s.on_demand_max, change.target))
         reason = change.reason
     else:
         spot = change.target
         short = _spot_shortfall(obs, state, spot, s.spot_grace_s, change.target > state.spot)
-        on_demand = max(od.min_size, min(od.max_size, od.min_size + short))
+        on_demand = max(s.on_demand_min, min(s.on_demand_max, s.on_demand_min + short))
         reason = change.reason + (f"; {short} on-demand for spot not ready" if short else "")
     now = obs.now
-    grew, shrank = change.target > _primary(state, config), change.target < _primary(state,
-                                                                                     config)
+    grew, shrank = change.target > _primary(state, s), change.target < _primary(state, s)
     remembered = replace(
         state, spot=spot, on_demand=on_demand,
         last_scale_out_at=now if grew else state.last_scale_out_at,
@@ -256,8 +297,8 @@ def _spot_shortfall(obs: Observations, state: ScalerState, spot_target: int, gra
     return max(0, spot_target - ready - young - (absent if recent else 0))
 
 
-def _primary(state: ScalerState, config: FleetConfig) -> int:
-    return state.spot if config.fleet.spot else state.on_demand
+def _primary(state: ScalerState, s: PolicySettings) -> int:
+    return state.spot if s.spot else state.on_demand
 
 
 def _nodes_for_backlog(obs: Observations, utilisation: float) -> int:

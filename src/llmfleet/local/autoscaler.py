@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from llmfleet.autoscale.policy import Node, NodeState, ScalerState, decide
+from llmfleet.autoscale.policy import Node, NodeState, PolicySettings, ScalerState, decide
 from llmfleet.autoscale.prometheus_source import PrometheusSource
 from llmfleet.autoscale.sources import MetricsSource, SourceError, observations
 from llmfleet.config import FleetConfig, load_config
@@ -51,7 +51,7 @@ RECORDED_WITHIN_S = 30.0
 class Autoscaler:
     """One sandbox's scaling loop: a source to read, a fleet to change, a report to keep."""
 
-    def __init__(self, config: FleetConfig, policy: FleetConfig, source: MetricsSource,
+    def __init__(self, config: FleetConfig, policy: PolicySettings, source: MetricsSource,
                  fleet: SandboxFleet, report_file: Path) -> None:
         self.config, self.policy = config, policy
         self.source, self.fleet, self.report_file = source, fleet, report_file
@@ -59,7 +59,7 @@ class Autoscaler:
         self.scaler = ScalerState(spot=live, on_demand=0)
         self.report = AutoscalerReport(
             policy=config.autoscaling.policy, desired=live,
-            minimum=policy.fleet.min_size, maximum=policy.fleet.max_size, scaler=self.scaler)
+            minimum=policy.min_size, maximum=policy.max_size, scaler=self.scaler)
         self.report.save(report_file)
 
     def run(self, stopping: threading.Event) -> None:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         state = _own_state(args.state_dir.resolve())
         config = load_config(state.config_file).config
-        policy = policy_config(config, args.max_backends)
+        policy = PolicySettings.of(policy_config(config, args.max_backends))
         if state.monitor_ports is None or state.autoscaler_file is None:
             raise SandboxError("the autoscaler reads the queue from Prometheus: the sandbox "
                                "must run with monitoring")
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", error)
         return 1
     log.info("%s policy, %d to %d backends, a decision every %g s",
-             config.autoscaling.policy, policy.fleet.min_size, policy.fleet.max_size,
+             config.autoscaling.policy, policy.min_size, policy.max_size,
              config.autoscaling.interval_s)
     scaler.run(stopping)
     log.info("stopped")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import simpy
 
-from llmfleet.autoscale.policy import Group, NodeState, ScalerState, decide
+from llmfleet.autoscale.policy import Group, NodeState, PolicySettings, ScalerState, decide
 from llmfleet.config import FleetConfig
 from llmfleet.local.loadgen.report import percentile
 from llmfleet.local.simulator.edge import Edge
@@ -55,6 +55,7 @@ class _Simulation:
                            self.outcomes.gave_up, self._hand_back)
         self.edge = Edge(self.fleet.ready, lambda: self.env.now, self.outcomes.fail)
         self.history = History(config.autoscaling)
+        self.policy = PolicySettings.of(config)
         self.state = self._start_fleet()
         self.scale_log: list[ScaleEvent] = []
         self.timeline: list[Moment] = []
@@ -135,7 +136,7 @@ class _Simulation:
     def _decide(self) -> None:
         now = self.env.now
         live = self.fleet.live()
-        decision = decide(self.history.observations(now, live), self.config, self.state)
+        decision = decide(self.history.observations(now, live), self.policy, self.state)
         assert decision.state is not None
         self.state = decision.state
         by_name = {node.name: node for node in live}
