@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 import uvloop
+from redis.exceptions import RedisError
 
 from llmfleet.config import ConfigError, load_config
 from llmfleet.gateway.http import HttpConnection, close_idle
@@ -71,12 +72,14 @@ async def serve(args: argparse.Namespace) -> None:
     connections: set[HttpConnection] = set()
     loop = asyncio.get_running_loop()
     open_files = raise_open_files_limit()
+    await load_every_key(gateway)
     server = await loop.create_server(lambda: HttpConnection(handler, connections),
                                       args.host, args.port, backlog=args.backlog)
     if args.lease_port:
         await loop.create_datagram_endpoint(lambda: LeaseListener(gateway.release),
                                             local_addr=(args.host, args.lease_port))
     background = [asyncio.create_task(gateway.follow_changes()),
+                  asyncio.create_task(gateway.resync_every()),
                   asyncio.create_task(close_idle(connections))]
     log.info("gateway for %s on http://%s:%d (tiers: %s; backlog %d, open files %d)",
              config.stack_name, args.host, args.port, ", ".join(limits.tiers), args.backlog,
@@ -84,9 +87,10 @@ async def serve(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # The ~40,000 objects of the modules loaded so far live as long as the process; frozen, the
-    # garbage collector's full passes stop scanning them. Each pass paused every decision for
-    # about 30 ms, and a burst of connections set off one or two.
+    # The ~40,000 objects of the modules loaded so far, and the key records (about one object
+    # a key), live as long as the process; frozen, the garbage collector's full passes stop
+    # scanning them. Each pass paused every decision for about 30 ms, and a burst of
+    # connections set off one or two; 100,000 key records would make each pass longer.
     gc.freeze()
     await stop.wait()
     server.close()
@@ -97,6 +101,17 @@ async def serve(args: argparse.Namespace) -> None:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     await client.aclose()
+
+
+async def load_every_key(gateway: Gateway) -> None:
+    """Every key record before the first decision, so that an outage of Redis right after a
+    start still finds each valid key known. Without Redis the gateway starts anyway, knowing
+    no key, and loads them all once Redis answers."""
+    try:
+        await gateway.load_keys()
+    except (RedisError, OSError) as error:
+        log.error("could not load the key records from Redis (%s); serving, and loading them "
+                  "once Redis answers", type(error).__name__)
 
 
 def main(argv: list[str] | None = None) -> int:

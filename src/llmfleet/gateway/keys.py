@@ -1,8 +1,9 @@
 """API keys: how they look, how they are stored (only as SHA-256 digests), and managed.
 
 A key record is a Redis hash at `llmfleet:key:<digest>`; the set `llmfleet:keys` lists the
-digests. Every change is announced on `llmfleet:keys:changed`, so gateways drop their cached
-copy at once instead of waiting for it to expire.
+digests. Every new key and every change is announced on `llmfleet:keys:changed` (the digest),
+so each gateway reads that record again at once: every gateway holds every record in memory,
+which is what lets it judge any valid key while Redis is down.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class KeyStore:
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(RECORD + record.digest, mapping=fields)
             pipe.sadd(INDEX, record.digest)
+            pipe.publish(CHANGED, record.digest)
             pipe.execute()
         return raw, record
 

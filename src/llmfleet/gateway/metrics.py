@@ -26,6 +26,9 @@ class GatewayMetrics:
         self.redis_errors = Counter(
             "llmfleet_gateway_redis_errors", "Redis calls that failed or timed out.",
             registry=self.registry)
+        self.keys = Gauge(
+            "llmfleet_gateway_keys", "Key records held in memory, revoked ones included.",
+            registry=self.registry)
         self.fail_open = Counter(
             "llmfleet_gateway_fail_open", "Requests decided in memory while Redis was down.",
             ["tier"], registry=self.registry)
