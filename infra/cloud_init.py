@@ -62,7 +62,7 @@ def render_edge(
     Redis (persistent, with a password made at first boot), the gateway, the sync agent over
     the two GPU groups, and the exporters the monitor scrapes."""
     place = Placement.for_edge_host(
-        config, GroupMembers(region=region, groups=(spot_group, on_demand_group)))
+        config, GroupMembers(region=region, groups=(spot_group, on_demand_group), stack=stack))
     services = edge_services(config, place)
     return _render(
         "edge",

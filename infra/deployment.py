@@ -10,6 +10,7 @@ from drain import SpotDrain, SpotDrainArgs
 from edge import Edge, EdgeArgs
 from gpu_fleet import GpuFleet, GpuFleetArgs
 from network import Network, NetworkArgs
+from scaler import Scaler, ScalerArgs
 from security import SecurityGroups, SecurityGroupsArgs
 
 from llmfleet.config import FleetConfig
@@ -33,13 +34,13 @@ def stack_tags(config: FleetConfig, stack: str) -> dict[str, str]:
 
 
 class Deployment(pulumi.ComponentResource):
-    """One client environment: Network, SecurityGroups, GpuFleet, Edge and SpotDrain as
+    """One client environment: Network, SecurityGroups, GpuFleet, Edge, SpotDrain and Scaler as
     children, named after `name` (shortened by `name_stem` when it is long).
 
     Outputs: `client`, `environment`, `model` (the name clients send), `strategy` (edge load
     balancing) and `tags`, plain values from config known at preview; and `endpoint` (the
-    OpenAI base URL), `spot_group`, `on_demand_group`, `edge_group`, `vpc_id` and
-    `drain_log_group` from AWS.
+    OpenAI base URL), `spot_group`, `on_demand_group`, `edge_group`, `vpc_id`,
+    `drain_log_group` and `scaler_log_group` from AWS.
     """
 
     client: str
@@ -53,6 +54,7 @@ class Deployment(pulumi.ComponentResource):
     edge_group: pulumi.Output[str]
     vpc_id: pulumi.Output[str]
     drain_log_group: pulumi.Output[str]
+    scaler_log_group: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: DeploymentArgs, opts: pulumi.ResourceOptions | None = None
@@ -100,6 +102,14 @@ class Deployment(pulumi.ComponentResource):
                           on_demand_group_arn=fleet.on_demand_group_arn, tags=self.tags),
             opts=child,
         )
+        scaler = Scaler(
+            f"{stem}-scaler",
+            ScalerArgs(config=config, stack=stack, spot_group_name=fleet.spot_group_name,
+                       spot_group_arn=fleet.spot_group_arn,
+                       on_demand_group_name=fleet.on_demand_group_name,
+                       on_demand_group_arn=fleet.on_demand_group_arn, tags=self.tags),
+            opts=child,
+        )
         if not config.edge.allowed_cidrs:
             pulumi.log.warn(
                 "llmfleet:edge.allowed_cidrs is empty: the endpoint accepts no traffic. "
@@ -113,6 +123,7 @@ class Deployment(pulumi.ComponentResource):
         self.edge_group = edge.group_name
         self.vpc_id = network.vpc_id
         self.drain_log_group = drain.log_group_name
+        self.scaler_log_group = scaler.log_group_name
         self.register_outputs(
             {
                 "client": self.client,
@@ -126,5 +137,6 @@ class Deployment(pulumi.ComponentResource):
                 "edge_group": self.edge_group,
                 "vpc_id": self.vpc_id,
                 "drain_log_group": self.drain_log_group,
+                "scaler_log_group": self.scaler_log_group,
             }
         )

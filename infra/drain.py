@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-from common import STACK_TAG, Account, assumed_by, policy_document, read_fleet
-from edge import bundle_files
+from common import STACK_TAG, read_fleet
+from lambdas import packaged_function
 
 from llmfleet.autoscale.drain import (
     INTERRUPTION,
@@ -19,11 +19,8 @@ from llmfleet.autoscale.drain import (
     STACK_ENV,
 )
 from llmfleet.edge.members import DRAINING_TAG
-from llmfleet.paths import repo_root
 
 HANDLER = "llmfleet.autoscale.drain.handler"
-# The handler uses the standard library and the runtime's boto3 only.
-RUNTIME = "python3.12"
 # Drains are rare; a month of them covers looking back over a billing period.
 LOG_RETENTION_DAYS = 30
 # The events it handles, by the label in their rule's name.
@@ -61,45 +58,22 @@ class SpotDrain(pulumi.ComponentResource):
     ) -> None:
         super().__init__("llmfleet:index:SpotDrain", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        account = Account.current(self)
-
-        logs = aws.cloudwatch.LogGroup(f"{name}-logs", retention_in_days=LOG_RETENTION_DAYS,
-                                       tags=args.tags, opts=child)
-        role = aws.iam.Role(
-            f"{name}-role",
-            assume_role_policy=assumed_by("lambda.amazonaws.com"),
-            tags=args.tags,
-            opts=child,
-        )
-        policy = aws.iam.RolePolicy(
-            f"{name}-policy",
-            role=role.id,
-            policy=pulumi.Output.all(
-                account.partition, account.region, account.account_id, logs.name,
-                args.spot_group_arn, args.on_demand_group_arn,
-            ).apply(lambda parts: _drain_policy(*parts, stack=args.stack)),
-            opts=child,
-        )
-        function = aws.lambda_.Function(
+        packaged = packaged_function(
             name,
-            description=f"llmfleet: drain {args.stack}'s spot nodes AWS is about to take back",
-            runtime=RUNTIME,
-            architectures=["arm64"],
+            parent=self,
             handler=HANDLER,
-            code=handler_archive(repo_root()),
-            role=role.arn,
-            timeout=30,
-            environment={"variables": {
-                STACK_ENV: args.stack,
-                SPOT_GROUP_ENV: args.spot_group_name,
-                ON_DEMAND_GROUP_ENV: args.on_demand_group_name,
-            }},
-            # Our log group, so its retention applies and Lambda never makes one without.
-            logging_config={"log_format": "Text", "log_group": logs.name},
+            description=f"llmfleet: drain {args.stack}'s spot nodes AWS is about to take back",
+            environment={STACK_ENV: args.stack, SPOT_GROUP_ENV: args.spot_group_name,
+                         ON_DEMAND_GROUP_ENV: args.on_demand_group_name},
+            statements=lambda account: pulumi.Output.all(
+                account.partition, account.region, account.account_id,
+                args.spot_group_arn, args.on_demand_group_arn,
+            ).apply(lambda parts: _drain_statements(*parts, stack=args.stack)),
+            log_retention_days=LOG_RETENTION_DAYS,
+            timeout_s=30,
             tags=args.tags,
-            # Its first event may come at once: the role must already allow what it does.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]),
         )
+        function = packaged.function
         for label, detail_type in EVENTS.items():
             rule = aws.cloudwatch.EventRule(
                 f"{name}-{label}",
@@ -115,15 +89,15 @@ class SpotDrain(pulumi.ComponentResource):
                 principal="events.amazonaws.com", source_arn=rule.arn, opts=child)
 
         self.function_name = function.name
-        self.log_group_name = logs.name
+        self.log_group_name = packaged.logs.name
         self.register_outputs(
             {"function_name": self.function_name, "log_group_name": self.log_group_name}
         )
 
 
-def _drain_policy(partition: str, region: str, account_id: str, log_group: str,
-                  spot_group_arn: str, on_demand_group_arn: str, *, stack: str) -> str:
-    return policy_document(
+def _drain_statements(partition: str, region: str, account_id: str, spot_group_arn: str,
+                      on_demand_group_arn: str, *, stack: str) -> list[dict[str, Any]]:
+    return [
         read_fleet("ReadInstancesAndGroups"),
         {
             "Sid": "TagThisStacksInstancesDraining",
@@ -142,20 +116,4 @@ def _drain_policy(partition: str, region: str, account_id: str, log_group: str,
             "Action": "autoscaling:SetDesiredCapacity",
             "Resource": [spot_group_arn, on_demand_group_arn],
         },
-        {
-            "Sid": "WriteItsLogs",
-            "Effect": "Allow",
-            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-            "Resource": f"arn:{partition}:logs:{region}:{account_id}:log-group:{log_group}:*",
-        },
-    )
-
-
-def handler_archive(root: Path) -> pulumi.AssetArchive:
-    """The Lambda's code: the runtime packages the edge installs (`bundle_files`), laid out as
-    Lambda imports them, `llmfleet/...` at the top of the zip."""
-    source = root / "src"
-    return pulumi.AssetArchive({
-        path.relative_to(source).as_posix(): pulumi.FileAsset(str(path))
-        for path in bundle_files(root) if source in path.parents
-    })
+    ]

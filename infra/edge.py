@@ -23,6 +23,7 @@ from common import (
     read_fleet,
 )
 
+from llmfleet.autoscale.cloudwatch import NAMESPACE
 from llmfleet.config import FleetConfig
 from llmfleet.paths import repo_root
 
@@ -53,7 +54,8 @@ class Edge(pulumi.ComponentResource):
     describe Auto Scaling groups and EC2 instances (those two actions take no resource or tag
     scoping in IAM, so they are allowed on "*"); associate this stack's Elastic IP, onto
     instances and network interfaces tagged with this stack only (AWS checks both); mark
-    instances of its own group unhealthy; read the bundle object; use SSM Session Manager.
+    instances of its own group unhealthy; publish the fleet's load (metrics in the `llmfleet`
+    CloudWatch namespace only); read the bundle object; use SSM Session Manager.
 
     Outputs: `endpoint` (the OpenAI base URL, http://<ip>/v1), `public_ip`, `group_name`.
     """
@@ -171,6 +173,15 @@ def _edge_policy(partition: str, region: str, account_id: str, allocation_id: st
             "Action": "ec2:AssociateAddress",
             "Resource": [f"{ec2}:instance/*", f"{ec2}:network-interface/*"],
             "Condition": {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}},
+        },
+        {
+            # PutMetricData takes no resource; the namespace condition keeps it to llmfleet's
+            # metrics (IAM cannot hold the Stack dimension to this stack).
+            "Sid": "PublishTheFleetsLoad",
+            "Effect": "Allow",
+            "Action": "cloudwatch:PutMetricData",
+            "Resource": "*",
+            "Condition": {"StringEquals": {"cloudwatch:namespace": NAMESPACE}},
         },
         {
             "Sid": "FetchTheLlmfleetBundle",

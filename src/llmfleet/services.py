@@ -89,10 +89,12 @@ GPU_NODE_OPEN_FILES = 65536
 
 @dataclass(frozen=True)
 class GroupMembers:
-    """AWS: the fleet is the instances of these Auto Scaling groups."""
+    """AWS: the fleet is the instances of these Auto Scaling groups; their load is published
+    for the scaler with the stack as dimension."""
 
     region: str
     groups: tuple[str, ...]
+    stack: str
 
 
 @dataclass(frozen=True)
@@ -311,7 +313,10 @@ def _sync(place: Placement) -> Service:
     argv = [place.python, "-m", "llmfleet.edge.sync",
             "--interval", f"{place.sync_interval_s:g}", "--config", place.config_file]
     if isinstance(place.members, GroupMembers):
-        argv += ["--region", place.members.region, "--groups", *place.members.groups]
+        argv += ["--region", place.members.region, "--groups", *place.members.groups,
+                 "--publish-load", place.members.stack]
+        if place.access_log_exporter:
+            argv += ["--edge-exporter", f"{LOOPBACK}:{place.ports.edge_exporter}"]
     else:
         argv += ["--members-file", place.members.path]
     argv += ["--conf", place.nginx_conf, "--listen", place.listen]

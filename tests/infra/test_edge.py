@@ -73,7 +73,7 @@ def test_the_edge_boots_with_its_eip_bundle_and_both_gpu_groups(program, mocks):
 def edge_services_of(stack: str) -> list[Service]:
     config = from_pulumi_config_env(stack_config_env(stack), stack)
     return edge_services(config, Placement.for_edge_host(
-        config, GroupMembers(REGION, ("spot", "ondemand"))))
+        config, GroupMembers(REGION, ("spot", "ondemand"), stack)))
 
 
 def test_edge_role_is_scoped_to_this_stacks_address_instances_and_bundle(program, mocks):
@@ -85,8 +85,11 @@ def test_edge_role_is_scoped_to_this_stacks_address_instances_and_bundle(program
     ec2 = f"arn:aws:ec2:{REGION}:{ACCOUNT_ID}"
     found = {s["Sid"]: s for document in documents for s in statements(document)}
     assert set(found) == {"ReadFleetMembership", "TakeThisStacksAddress",
-                          "OnlyOntoThisStacksInstances", "FetchTheLlmfleetBundle",
-                          "ReportAFailedBoot"}
+                          "OnlyOntoThisStacksInstances", "PublishTheFleetsLoad",
+                          "FetchTheLlmfleetBundle", "ReportAFailedBoot"}
+    assert found["PublishTheFleetsLoad"]["Action"] == "cloudwatch:PutMetricData"
+    assert found["PublishTheFleetsLoad"]["Condition"] == {
+        "StringEquals": {"cloudwatch:namespace": "llmfleet"}}
     # Describe* cannot be scoped by resource or tag in IAM: "*" is the only valid resource.
     assert found["ReadFleetMembership"]["Action"] == [
         "autoscaling:DescribeAutoScalingGroups", "ec2:DescribeInstances"]

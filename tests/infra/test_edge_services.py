@@ -53,7 +53,7 @@ def files(data: dict[str, Any]) -> dict[str, str]:
 
 def edge_host(stack: str = "startup-prod") -> tuple[Any, Placement, list[Service]]:
     config = from_pulumi_config_env(stack_config_env(stack), stack)
-    place = Placement.for_edge_host(config, GroupMembers("us-east-1", ("spot", "ondemand")))
+    place = Placement.for_edge_host(config, GroupMembers("us-east-1", ("spot", "ondemand"), stack))
     return config, place, edge_services(config, place)
 
 

@@ -13,8 +13,8 @@ def test_every_inline_policy_passes_parliament(program, mocks, stack):
     program.run(stack_config_env(stack), stack=stack)
 
     policies = mocks.of_type(ROLE_POLICY)
-    # The GPU node's token, the edge's fleet and health rights, the drain Lambda's.
-    assert len(policies) == 4
+    # The GPU node's token, the edge's fleet and health rights, the drain and scaler Lambdas'.
+    assert len(policies) == 5
     for policy in policies:
         findings = analyze_policy_string(policy.inputs["policy"]).findings
         assert findings == [], f"{policy.name}: {[(f.issue, f.detail) for f in findings]}"

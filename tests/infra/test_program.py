@@ -24,7 +24,8 @@ from llmfleet.config import FleetConfig, InstanceType
 
 DEPLOYMENT = "llmfleet:index:Deployment"
 COMPONENTS = ["llmfleet:index:Network", "llmfleet:index:SecurityGroups",
-              "llmfleet:index:GpuFleet", "llmfleet:index:Edge", "llmfleet:index:SpotDrain"]
+              "llmfleet:index:GpuFleet", "llmfleet:index:Edge", "llmfleet:index:SpotDrain",
+              "llmfleet:index:Scaler"]
 
 
 def expected_tags(client: str, environment: str, stack: str) -> dict[str, str]:
@@ -44,7 +45,7 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
     assert sorted(r.type for r in components[1:]) == sorted(COMPONENTS)
     assert {r.name for r in components} == {
         "acme-prod", "acme-prod-net", "acme-prod-sg", "acme-prod-gpu", "acme-prod-edge",
-        "acme-prod-drain"}
+        "acme-prod-drain", "acme-prod-scaler"}
     assert mocks.names("aws:autoscaling/group:Group") == [
         "acme-prod-edge-group", "acme-prod-gpu-ondemand", "acme-prod-gpu-spot"]
     assert exports == {
@@ -59,6 +60,8 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
         "edge_group": _auto_name(mocks, "acme-prod-edge-group"),
         "vpc_id": mocks.ids["aws:ec2/vpc:Vpc", "acme-prod-net-vpc"],
         "drain_log_group": mocks.ids["aws:cloudwatch/logGroup:LogGroup", "acme-prod-drain-logs"],
+        "scaler_log_group": mocks.ids["aws:cloudwatch/logGroup:LogGroup",
+                                      "acme-prod-scaler-logs"],
     }
 
 

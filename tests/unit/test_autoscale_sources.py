@@ -26,10 +26,9 @@ from llmfleet.autoscale.prometheus_source import (
     RUNNING,
     WAITING,
     PrometheusSource,
-    covered_s,
     queries,
 )
-from llmfleet.autoscale.sources import SourceError, observations
+from llmfleet.autoscale.sources import SourceError, covered_s, observations
 from llmfleet.config import Autoscaling, validate
 from llmfleet.local.sandbox.health import answers
 from llmfleet.local.sandbox.ports import free_port
@@ -37,6 +36,8 @@ from llmfleet.local.sandbox.processes import wait_until
 from llmfleet.observability.prometheus import promtool, tool_binary
 
 EVALUATION_S = 5.0
+# One missed evaluation is tolerated, two are a gap.
+MAX_GAP_S = 2.5 * EVALUATION_S
 SCALING = Autoscaling(scale_out_after_s=60, panic_after_s=15, scale_in_after_s=300)
 # Whole hours in the past, so the history lies in finished blocks Prometheus loads at start.
 T0 = int(time.time() // 3600 * 3600 - 4 * 3600)
@@ -160,15 +161,14 @@ def test_an_unreachable_prometheus_is_a_source_error():
     ([], 0, "no samples"),
 ])
 def test_coverage_runs_back_from_now_to_the_first_gap(samples, expected, why):
-    history = {name: [float(t) for t in samples] for name in (QUEUE_PER_NODE, WAITING, RUNNING)}
-    assert covered_s(history, 600, EVALUATION_S) == expected, why
+    history = [[float(t) for t in samples] for _ in (QUEUE_PER_NODE, WAITING, RUNNING)]
+    assert covered_s(history, 600, MAX_GAP_S) == expected, why
 
 
 def test_coverage_is_the_shortest_of_the_series_the_windows_read():
-    history = {QUEUE_PER_NODE: [600.0, 595.0, 590.0], WAITING: [600.0, 595.0, 590.0],
-               RUNNING: [600.0, 595.0]}
-    assert covered_s(history, 600, EVALUATION_S) == 5
-    assert covered_s({WAITING: [600.0]}, 600, EVALUATION_S) == 0  # the others are missing
+    history = [[600.0, 595.0, 590.0], [600.0, 595.0, 590.0], [600.0, 595.0]]
+    assert covered_s(history, 600, MAX_GAP_S) == 5
+    assert covered_s([[600.0], [], []], 600, MAX_GAP_S) == 0  # the others are missing
 
 
 def test_a_window_of_zero_is_the_value_now():

@@ -30,7 +30,7 @@ SANDBOX_PORTS = EdgePorts(http=18080, gateway=18090, lease=18091, redis=16380, s
 
 def both(tmp_path: Path, **sections: object) -> tuple[list, list]:
     config = validate(dict(sections), "test")
-    edge = Placement.for_edge_host(config, GroupMembers("eu-west-1", ("spot", "ondemand")))
+    edge = Placement.for_edge_host(config, GroupMembers("eu-west-1", ("spot", "ondemand"), "lab"))
     sandbox = Placement.for_sandbox(config, tmp_path, SANDBOX_PORTS)
     return edge_services(config, edge), edge_services(config, sandbox)
 
@@ -54,11 +54,11 @@ def _flags(argv: tuple[str, ...]) -> set[str]:
 
 
 # The sync agent's flags that differ by place: the sandbox's backends file and nginx runtime
-# folder; on an edge host the groups, stub_status for the nginx exporter and the monitor's
-# scrapes on the private address.
+# folder; on an edge host the groups, the fleet's load published for the scaler Lambda,
+# stub_status for the nginx exporter and the monitor's scrapes on the private address.
 SANDBOX_ONLY = {"sync": {"--members-file", "--runtime-dir"}}
-EDGE_HOST_ONLY = {"sync": {"--region", "--groups", "--status-listen", "--metrics-address",
-                           "--metrics-ports"}}
+EDGE_HOST_ONLY = {"sync": {"--region", "--groups", "--publish-load", "--edge-exporter",
+                           "--status-listen", "--metrics-address", "--metrics-ports"}}
 
 
 def test_the_sandbox_lists_its_own_backends_and_keeps_every_file_in_its_state_dir(tmp_path):
@@ -100,7 +100,7 @@ def test_without_keys_the_sandbox_runs_no_redis_or_gateway_and_nginx_asks_nobody
 def test_the_sandbox_reloads_its_own_nginx_and_the_edge_host_asks_systemd(tmp_path):
     config = validate({}, "test")
     sandbox = Placement.for_sandbox(config, tmp_path, SANDBOX_PORTS)
-    edge = Placement.for_edge_host(config, GroupMembers("eu-west-1", ("a", "b")))
+    edge = Placement.for_edge_host(config, GroupMembers("eu-west-1", ("a", "b"), "lab"))
     assert edge.reload_command == ("systemctl", "reload", "nginx")
     assert sandbox.reload_command[-2:] == ("-s", "reload")
     assert str(tmp_path / "nginx" / "nginx.conf") in sandbox.reload_command

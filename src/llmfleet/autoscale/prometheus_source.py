@@ -10,12 +10,11 @@ while, reports a short history, and the policy does not scale in on what it has 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from llmfleet.autoscale.policy import Windows
-from llmfleet.autoscale.sources import FleetMetrics, SourceError
+from llmfleet.autoscale.sources import FleetMetrics, SourceError, covered_s
 from llmfleet.config import Autoscaling
 from llmfleet.observability.prometheus_api import PrometheusError, query
 from llmfleet.observability.promql import duration
@@ -79,25 +78,6 @@ def queries(scaling: Autoscaling, evaluation_interval_s: float) -> Queries:
     )
 
 
-def covered_s(samples: Mapping[str, list[float]], now: float,
-              evaluation_interval_s: float) -> float:
-    """How far back every one of WINDOW_SERIES runs without a gap, ending fresh at `now`
-    (sample times by series name; a series without samples covers nothing)."""
-    gap = _max_gap(evaluation_interval_s)
-    spans = []
-    for name in WINDOW_SERIES:
-        times = sorted(samples.get(name, ()), reverse=True)
-        if not times or now - times[0] > gap:
-            return 0.0
-        oldest = times[0]
-        for earlier in times[1:]:
-            if oldest - earlier > gap:
-                break
-            oldest = earlier
-        spans.append(now - oldest)
-    return min(spans)
-
-
 class PrometheusSource:
     """A `MetricsSource` reading the fleet's recording rules from one Prometheus."""
 
@@ -120,7 +100,8 @@ class PrometheusSource:
             return next((v for v in found if v is not None), None)
 
         windows = Windows(
-            covered_s=covered_s(history, now, self.evaluation_interval_s),
+            covered_s=covered_s((history.get(name, ()) for name in WINDOW_SERIES), now,
+                                _max_gap(self.evaluation_interval_s)),
             queue_per_node_min_out=one("queue_per_node_min_out"),
             queue_per_node_min_panic=one("queue_per_node_min_panic"),
             waiting_max_in=one("waiting_max_in"),

@@ -9,7 +9,7 @@ hopes: a short or broken history is what keeps the policy from scaling in on mis
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -50,3 +50,21 @@ def observations(now: float, nodes: Sequence[Node], metrics: FleetMetrics) -> Ob
                         running=metrics.running, windows=metrics.windows,
                         node_concurrency=metrics.node_concurrency,
                         arrivals_rps=metrics.arrivals_rps)
+
+
+def covered_s(series_times: Iterable[Iterable[float]], now: float, max_gap_s: float) -> float:
+    """How far back every one of the series runs without a gap longer than `max_gap_s`, ending
+    fresh at `now` (each series given by its sample times; one without samples covers
+    nothing). The windows a source reads are only as long as the shortest of these."""
+    spans = []
+    for times in series_times:
+        newest_first = sorted(times, reverse=True)
+        if not newest_first or now - newest_first[0] > max_gap_s:
+            return 0.0
+        oldest = newest_first[0]
+        for earlier in newest_first[1:]:
+            if oldest - earlier > max_gap_s:
+                break
+            oldest = earlier
+        spans.append(now - oldest)
+    return min(spans, default=0.0)

@@ -11,6 +11,9 @@ A member that has never answered its health check has not joined yet (it may sti
 its model) and gets no traffic; one that answered before and fails now, or that is draining,
 is marked `down`: nginx finishes what it has and sends it nothing new.
 
+On AWS (`--publish-load STACK`) each pass also publishes the ready members' load to CloudWatch,
+where the scaler Lambda reads it (`llmfleet.edge.load`).
+
     python -m llmfleet.edge.sync --interval 10 --config fleet.json --groups SPOT ON_DEMAND ...
     python -m llmfleet.edge.sync --interval 10 --config fleet.json --members-file backends.json
 """
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from llmfleet.config import ConfigError, FleetConfig, validate
+from llmfleet.edge.load import LoadPublisher
 from llmfleet.edge.members import Member, group_members, read_members_file
 from llmfleet.edge.nginx import (
     GatewayHook,
@@ -240,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--lease-port needs --gateway")
     if bool(args.metrics_address) != bool(args.metrics_ports):
         parser.error("--metrics-address and --metrics-ports go together")
+    if args.edge_exporter and not args.publish_load:
+        parser.error("--edge-exporter needs --publish-load")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = validate(_read_json(args.config), str(args.config))
@@ -263,10 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.once:
         return 0 if syncer.sync_once().ok else 1
+    publisher = _load_publisher(args, config)
     while True:
         started = time.monotonic()
         try:
-            syncer.sync_once()
+            result = syncer.sync_once()
+            if publisher is not None:
+                publisher.publish([v.member for v in result.members
+                                   if v.state is MemberState.READY])
         except Exception:
             # An AWS API hiccup must not stop the agent; the next pass tries again.
             log.exception("sync pass failed")
@@ -283,6 +293,19 @@ def _member_source(args: argparse.Namespace, config: FleetConfig
     autoscaling, ec2 = session.client("autoscaling"), session.client("ec2")
     port = config.gpu_node.vllm_port
     return lambda: group_members(autoscaling, ec2, args.groups, port)
+
+
+def _load_publisher(args: argparse.Namespace, config: FleetConfig) -> LoadPublisher | None:
+    if not args.publish_load:
+        return None
+    import boto3
+
+    cloudwatch = boto3.session.Session(region_name=args.region).client("cloudwatch")
+    exporter = None
+    if args.edge_exporter:
+        host, _, port = args.edge_exporter.rpartition(":")
+        exporter = (host, int(port))
+    return LoadPublisher(config, args.publish_load, cloudwatch, exporter)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -323,6 +346,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--busy-listen", metavar="ADDRESS",
                         help="a loopback address where nginx answers busy when every node is "
                              "full (load_balancing.max_requests_per_node)")
+    parser.add_argument("--publish-load", metavar="STACK",
+                        help="after each pass, publish the ready members' load to CloudWatch "
+                             "for the scaler, with this stack as dimension")
+    parser.add_argument("--edge-exporter", metavar="HOST:PORT",
+                        help="the edge exporter whose answered requests give the arrival rate "
+                             "published with --publish-load")
     parser.add_argument("--state-file", type=Path, metavar="FILE",
                         help="write each pass's member states here (JSON)")
     return parser
