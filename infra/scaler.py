@@ -88,11 +88,12 @@ class Scaler(pulumi.ComponentResource):
             f"{name}-state",
             name=state_parameter(args.stack),
             type="String",
-            value="{}",
+            # Times, no secret: `insecure_value` keeps it readable in Pulumi's state and diffs.
+            insecure_value="{}",
             description=f"llmfleet: when {args.stack}'s scaler last scaled out and in",
             tags=args.tags,
             # The scaler writes it; Pulumi only creates it.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["value"]),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["insecure_value"]),
         )
         packaged = packaged_function(
             name,

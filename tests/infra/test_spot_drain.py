@@ -136,13 +136,16 @@ class NotOnLambda(importlib.abc.MetaPathFinder):
             raise ImportError(f"the Lambda runtime has no {name}")
 sys.meta_path.insert(0, NotOnLambda())
 sys.path.insert(0, sys.argv[1])
-import llmfleet.autoscale.drain as drain
-assert drain.__file__.startswith(sys.argv[1]), drain.__file__
-print(drain.handler.__name__)
+import importlib
+handler = importlib.import_module(sys.argv[3])
+assert handler.__file__.startswith(sys.argv[1]), handler.__file__
+print(handler.handler.__name__)
 """
 
 
-def test_the_zip_imports_with_what_the_lambda_runtime_has(tmp_path: Path):
+@pytest.mark.parametrize("module", ["llmfleet.autoscale.drain", "llmfleet.autoscale.scaler"])
+def test_the_zip_imports_with_what_the_lambda_runtime_has(tmp_path: Path, module: str):
+    """Both Lambdas (drain and scaler) run from this zip."""
     archive = import_infra("lambdas").handler_archive(REPO)
     bundle = tmp_path / "code.zip"
     with zipfile.ZipFile(bundle, "w") as zipped:
@@ -152,7 +155,7 @@ def test_the_zip_imports_with_what_the_lambda_runtime_has(tmp_path: Path):
     zipfile.ZipFile(bundle).extractall(unpacked)
 
     ran = subprocess.run(
-        [sys.executable, "-c", IMPORT_ON_LAMBDA, str(unpacked), ",".join(ON_LAMBDA)],
+        [sys.executable, "-c", IMPORT_ON_LAMBDA, str(unpacked), ",".join(ON_LAMBDA), module],
         capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
 
     assert ran.returncode == 0, ran.stderr
