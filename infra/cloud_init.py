@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 
 import jinja2
+from lifecycle import LAUNCH_HOOK, TERMINATE_HOOK, LifecycleTiming
 from systemd_units import start_commands, unit_files
 
 from llmfleet.config import FleetConfig
@@ -28,10 +29,13 @@ from llmfleet.services import (
 
 # EC2 refuses user data above 16 KB (before base64).
 USER_DATA_LIMIT = 16 * 1024
+# The node's lifecycle script, beside its cloud-init template.
+LIFECYCLE_SCRIPT = "llmfleet-lifecycle"
 
 
 def render_gpu_node(config: FleetConfig, *, stack: str, region: str) -> str:
-    """User data that starts vLLM, the DCGM exporter and the node exporter on a GPU node."""
+    """User data that starts vLLM, the DCGM exporter and the node exporter on a GPU node, and
+    the node's part in its group's lifecycle hooks (`lifecycle`)."""
     return _render(
         "gpu-node",
         stack=stack,
@@ -44,6 +48,10 @@ def render_gpu_node(config: FleetConfig, *, stack: str, region: str) -> str:
         token_parameter=config.gpu_node.token_parameter(stack),
         sysctls=GPU_NODE_SYSCTLS,
         open_files=GPU_NODE_OPEN_FILES,
+        launch_hook=LAUNCH_HOOK,
+        terminate_hook=TERMINATE_HOOK,
+        timing=LifecycleTiming.of(config),
+        lifecycle_script=(images_dir() / "gpu-node" / LIFECYCLE_SCRIPT).read_text(),
     )
 
 

@@ -20,6 +20,7 @@ from common import (
     policy_document,
     primary_interface,
 )
+from lifecycle import group_hooks
 
 from llmfleet.config import FleetConfig
 
@@ -125,6 +126,8 @@ class GpuFleet(pulumi.ComponentResource):
             # minutes whenever spot capacity or the GPU quota is short, with the group
             # created anyway; its activity history says why nodes do not come.
             "wait_for_capacity_timeout": "0",
+            # In service only once vLLM serves; out only once its requests are done.
+            "initial_lifecycle_hooks": group_hooks(config),
         }
         scaled = pulumi.ResourceOptions(parent=self, ignore_changes=["desired_capacity"])
 
@@ -183,6 +186,30 @@ class GpuFleet(pulumi.ComponentResource):
             tags=group_tags({**tags, "Name": f"{name}-ondemand", CAPACITY_TAG: "on-demand"}),
             **warm_up,
             opts=scaled,
+        )
+
+        aws.iam.RolePolicy(
+            f"{name}-lifecycle",
+            role=role.id,
+            policy=pulumi.Output.all(spot.arn, on_demand.arn).apply(
+                lambda arns: policy_document(
+                    {
+                        # Which group a node is in: no resource scoping exists for it.
+                        "Sid": "FindItsGroup",
+                        "Effect": "Allow",
+                        "Action": "autoscaling:DescribeAutoScalingInstances",
+                        "Resource": "*",
+                    },
+                    {
+                        "Sid": "JoinLeaveAndReportInThisStacksGroups",
+                        "Effect": "Allow",
+                        "Action": ["autoscaling:CompleteLifecycleAction",
+                                   "autoscaling:SetInstanceHealth"],
+                        "Resource": list(arns),
+                    },
+                )
+            ),
+            opts=child,
         )
 
         self.spot_group_name = spot.name

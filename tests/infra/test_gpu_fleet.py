@@ -125,7 +125,8 @@ def test_user_data_starts_the_configured_model_and_reads_the_token_from_ssm(prog
     assert "--name /llmfleet/university-prod/hf-token" in text
 
 
-def test_node_role_may_use_ssm_and_read_its_token_and_nothing_else(program, mocks):
+def test_node_role_may_use_ssm_read_its_token_and_join_and_leave_its_groups_only(program,
+                                                                                   mocks):
     program.run(stack_config_env("example", gpu_node={"hf_token_parameter": "/acme/hf"}),
                 stack="example")
 
@@ -136,14 +137,48 @@ def test_node_role_may_use_ssm_and_read_its_token_and_nothing_else(program, mock
     attached = [r.inputs["policyArn"] for r in mocks.of_type(POLICY_ATTACHMENT)
                 if r.name.startswith("acme-prod-gpu-")]
     assert attached == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
-    inline = [r for r in mocks.of_type(ROLE_POLICY) if r.name.startswith("acme-prod-gpu-")]
-    assert len(inline) == 1
-    assert statements(inline[0].inputs["policy"]) == [{
+    inline = {r.name: r for r in mocks.of_type(ROLE_POLICY) if r.name.startswith("acme-prod-gpu-")}
+    assert set(inline) == {"acme-prod-gpu-hf-token", "acme-prod-gpu-lifecycle"}
+    assert statements(inline["acme-prod-gpu-hf-token"].inputs["policy"]) == [{
         "Sid": "ReadTheHuggingFaceToken",
         "Effect": "Allow",
         "Action": "ssm:GetParameter",
         "Resource": f"arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter/acme/hf",
     }]
+    groups = [mocks.outputs[GROUP, f"acme-prod-gpu-{g}"]["arn"] for g in ("spot", "ondemand")]
+    assert statements(inline["acme-prod-gpu-lifecycle"].inputs["policy"]) == [
+        {"Sid": "FindItsGroup", "Effect": "Allow",
+         "Action": "autoscaling:DescribeAutoScalingInstances", "Resource": "*"},
+        {"Sid": "JoinLeaveAndReportInThisStacksGroups", "Effect": "Allow",
+         "Action": ["autoscaling:CompleteLifecycleAction", "autoscaling:SetInstanceHealth"],
+         "Resource": groups},
+    ]
+
+
+@pytest.mark.parametrize(("stack", "launch_s", "drain_s"), [
+    ("university-prod", 480 + 300, 300 + 30), ("startup-prod", 900 + 300, 300 + 30)])
+def test_both_groups_hold_nodes_until_vllm_serves_and_until_their_requests_end(
+        program, mocks, stack, launch_s, drain_s):
+    program.run(stack_config_env(stack), stack=stack)
+
+    for group in ("spot", "ondemand"):
+        hooks = {h["name"]: h for h in mocks.one(GROUP, f"{stack}-gpu-{group}")[
+            "initialLifecycleHooks"]}
+        assert hooks == {
+            "llmfleet-launching": {
+                "name": "llmfleet-launching",
+                "lifecycleTransition": "autoscaling:EC2_INSTANCE_LAUNCHING",
+                "heartbeatTimeout": launch_s, "defaultResult": "ABANDON"},
+            "llmfleet-terminating": {
+                "name": "llmfleet-terminating",
+                "lifecycleTransition": "autoscaling:EC2_INSTANCE_TERMINATING",
+                "heartbeatTimeout": drain_s, "defaultResult": "CONTINUE"},
+        }, group
+    text = user_data(mocks.one(LAUNCH_TEMPLATE, f"{stack}-gpu-template"))
+    # The node gives up a minute before Auto Scaling would, and docker stop waits the drain.
+    assert f"LLMFLEET_READY_WITHIN_S={launch_s - 60}" in text
+    assert f"LLMFLEET_DRAIN_WITHIN_S={drain_s - 30}" in text
+    assert f"docker stop --time {drain_s - 30} vllm" in text
 
 
 def test_user_data_names_the_token_parameter_but_holds_no_token(program, mocks):
