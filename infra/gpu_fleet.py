@@ -48,12 +48,14 @@ class GpuFleet(pulumi.ComponentResource):
       pool on scale-in. Two groups, because AWS refuses a warm pool on a mixed-instances group.
 
     Nodes boot the Deep Learning Base GPU AMI (from its public SSM parameter) with IMDSv2 only,
-    an encrypted gp3 root volume, no key pair, and a role that can use SSM Session Manager and
-    read the stack's Hugging Face token parameter, nothing else.
+    an encrypted gp3 root volume, no key pair, and a role that can use SSM Session Manager,
+    read the stack's Hugging Face token parameter, and complete lifecycle hooks and set its
+    health in this stack's two groups, nothing else. Both groups hold a node in `Pending:Wait`
+    until its vLLM answers and in `Terminating:Wait` until its requests end (`lifecycle`).
 
     Both groups take their desired capacity from config when they are created; after that it
-    belongs to whatever scales the fleet (the drain Lambda now, the scaler later), so Pulumi
-    ignores it rather than undo their changes on the next `pulumi up`. `pulumi up` does not
+    belongs to what scales the fleet (the scaler and drain Lambdas), so Pulumi ignores it rather
+    than undo their changes on the next `pulumi up`. `pulumi up` does not
     wait for nodes (a spot shortage or a GPU quota of zero leaves a group empty, not the update
     failed), and `pulumi destroy` does not wait for the warm pool's instances to terminate.
 
