@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 from common import TAG_PREFIX, name_stem
+from cost_controls import CostControls, CostControlsArgs
 from drain import SpotDrain, SpotDrainArgs
 from edge import Edge, EdgeArgs
 from gpu_fleet import GpuFleet, GpuFleetArgs
@@ -34,13 +35,13 @@ def stack_tags(config: FleetConfig, stack: str) -> dict[str, str]:
 
 
 class Deployment(pulumi.ComponentResource):
-    """One client environment: Network, SecurityGroups, GpuFleet, Edge, SpotDrain and Scaler as
-    children, named after `name` (shortened by `name_stem` when it is long).
+    """One client environment: Network, SecurityGroups, GpuFleet, Edge, SpotDrain, Scaler and
+    CostControls as children, named after `name` (shortened by `name_stem` when it is long).
 
     Outputs: `client`, `environment`, `model` (the name clients send), `strategy` (edge load
     balancing) and `tags`, plain values from config known at preview; and `endpoint` (the
     OpenAI base URL), `spot_group`, `on_demand_group`, `edge_group`, `vpc_id`,
-    `drain_log_group` and `scaler_log_group` from AWS.
+    `drain_log_group`, `scaler_log_group` and `budget_name` (None without a budget) from AWS.
     """
 
     client: str
@@ -55,6 +56,7 @@ class Deployment(pulumi.ComponentResource):
     vpc_id: pulumi.Output[str]
     drain_log_group: pulumi.Output[str]
     scaler_log_group: pulumi.Output[str]
+    budget_name: pulumi.Output[str | None]
 
     def __init__(
         self, name: str, args: DeploymentArgs, opts: pulumi.ResourceOptions | None = None
@@ -110,6 +112,12 @@ class Deployment(pulumi.ComponentResource):
                        on_demand_group_arn=fleet.on_demand_group_arn, tags=self.tags),
             opts=child,
         )
+        costs = CostControls(
+            f"{stem}-cost",
+            CostControlsArgs(config=config, stack=stack, spot_group_name=fleet.spot_group_name,
+                             on_demand_group_name=fleet.on_demand_group_name, tags=self.tags),
+            opts=child,
+        )
         if not config.edge.allowed_cidrs:
             pulumi.log.warn(
                 "llmfleet:edge.allowed_cidrs is empty: the endpoint accepts no traffic. "
@@ -124,6 +132,7 @@ class Deployment(pulumi.ComponentResource):
         self.vpc_id = network.vpc_id
         self.drain_log_group = drain.log_group_name
         self.scaler_log_group = scaler.log_group_name
+        self.budget_name = costs.budget_name
         self.register_outputs(
             {
                 "client": self.client,
@@ -138,5 +147,6 @@ class Deployment(pulumi.ComponentResource):
                 "vpc_id": self.vpc_id,
                 "drain_log_group": self.drain_log_group,
                 "scaler_log_group": self.scaler_log_group,
+                "budget_name": self.budget_name,
             }
         )

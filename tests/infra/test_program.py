@@ -25,7 +25,7 @@ from llmfleet.config import FleetConfig, InstanceType
 DEPLOYMENT = "llmfleet:index:Deployment"
 COMPONENTS = ["llmfleet:index:Network", "llmfleet:index:SecurityGroups",
               "llmfleet:index:GpuFleet", "llmfleet:index:Edge", "llmfleet:index:SpotDrain",
-              "llmfleet:index:Scaler"]
+              "llmfleet:index:Scaler", "llmfleet:index:CostControls"]
 
 
 def expected_tags(client: str, environment: str, stack: str) -> dict[str, str]:
@@ -45,7 +45,8 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
     assert sorted(r.type for r in components[1:]) == sorted(COMPONENTS)
     assert {r.name for r in components} == {
         "acme-prod", "acme-prod-net", "acme-prod-sg", "acme-prod-gpu", "acme-prod-edge",
-        "acme-prod-drain", "acme-prod-scaler"}
+        "acme-prod-drain", "acme-prod-scaler",
+        "acme-prod-cost"}
     assert mocks.names("aws:autoscaling/group:Group") == [
         "acme-prod-edge-group", "acme-prod-gpu-ondemand", "acme-prod-gpu-spot"]
     assert exports == {
@@ -62,6 +63,7 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
         "drain_log_group": mocks.ids["aws:cloudwatch/logGroup:LogGroup", "acme-prod-drain-logs"],
         "scaler_log_group": mocks.ids["aws:cloudwatch/logGroup:LogGroup",
                                       "acme-prod-scaler-logs"],
+        "budget_name": None,  # the example sets no budget
     }
 
 

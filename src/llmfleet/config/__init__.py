@@ -3,6 +3,7 @@
 from llmfleet.config.alerts import Alerts
 from llmfleet.config.autoscaling import Autoscaling
 from llmfleet.config.aws import EdgeSpec, GpuNodeSpec, NetworkSpec, OnDemandFallback, Prices
+from llmfleet.config.costs import Budget, OffHours
 from llmfleet.config.errors import ConfigError, ConfigIssue
 from llmfleet.config.model import (
     BackendKind,
@@ -29,6 +30,7 @@ __all__ = [
     "Alerts",
     "Autoscaling",
     "BackendKind",
+    "Budget",
     "ConfigError",
     "ConfigIssue",
     "ConfigKind",
@@ -42,6 +44,7 @@ __all__ = [
     "LoadedConfig",
     "ModelSpec",
     "NetworkSpec",
+    "OffHours",
     "OnDemandFallback",
     "Prices",
     "RateLimits",

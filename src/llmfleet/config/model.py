@@ -21,6 +21,7 @@ from llmfleet.config.alerts import Alerts
 from llmfleet.config.autoscaling import Autoscaling
 from llmfleet.config.aws import EdgeSpec, GpuNodeSpec, NetworkSpec, OnDemandFallback, Prices
 from llmfleet.config.base import GPU_INSTANCE_FAMILIES, Strict
+from llmfleet.config.costs import Budget, OffHours
 from llmfleet.config.tiers import RateLimits
 
 # DNS-label-like: it becomes part of resource names, tags and Pulumi stack names.
@@ -176,6 +177,8 @@ class FleetConfig(Strict):
     on_demand: OnDemandFallback = OnDemandFallback()
     prices: Prices = Prices()
     autoscaling: Autoscaling = Autoscaling()
+    off_hours: OffHours = OffHours()
+    budget: Budget = Budget()
     sandbox: Sandbox = Sandbox()
 
     @model_validator(mode="after")
