@@ -102,6 +102,17 @@ def _parser() -> argparse.ArgumentParser:
     cost_cmd.add_argument("--json", action="store_true")
     cost_cmd.set_defaults(handler=_cost)
 
+    from llmfleet.local import sweep_cli
+
+    sweep_cmd = commands.add_parser(
+        "sweep", help="what a stack left on AWS (tagged with it): list, or delete with --yes")
+    sweep_cli.add_arguments(sweep_cmd)
+    sweep_cmd.set_defaults(handler=sweep_cli.run_sweep)
+    teardown_cmd = commands.add_parser(
+        "teardown", help="pulumi destroy a stack, then sweep what it left (--yes to do both)")
+    sweep_cli.add_arguments(teardown_cmd)
+    teardown_cmd.set_defaults(handler=sweep_cli.run_teardown)
+
     check_cmd = commands.add_parser(
         "check-config", help="validate a sandbox config or a Pulumi stack file")
     check_cmd.add_argument("file", type=Path,
