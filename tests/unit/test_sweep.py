@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -119,3 +120,30 @@ def test_what_cannot_be_deleted_is_reported_with_aws_reason_and_the_rest_goes_on
     volume = outcomes["volume", planted.volume]
     assert not volume.deleted and volume.error.startswith("VolumeInUse")
     assert all(o.deleted for key, o in outcomes.items() if key != ("volume", planted.volume))
+
+
+@pytest.fixture
+def pulumi_calls(tmp_path, monkeypatch) -> Path:
+    """The Pulumi CLI cannot run here: a stand-in on PATH records how teardown calls it."""
+    calls = tmp_path / "pulumi-calls"
+    fake = tmp_path / "bin" / "pulumi"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    return calls
+
+
+def test_teardown_destroys_the_stack_then_sweeps_what_is_left(planted, pulumi_calls, capsys):
+    code = cli.main(["teardown", STACK, "--region", REGION, "--yes"])
+
+    assert code == 0, capsys.readouterr()
+    assert pulumi_calls.read_text().split() == ["destroy", "--stack", STACK, "--non-interactive",
+                                         "--yes"]
+    assert planted.volumes() == {planted.other, planted.untagged}
+
+
+def test_teardown_without_yes_only_previews_and_lists(planted, pulumi_calls):
+    assert cli.main(["teardown", STACK, "--region", REGION]) == 1  # leftovers remain
+    assert "--preview-only" in pulumi_calls.read_text().split()
+    assert planted.volume in planted.volumes()
