@@ -107,8 +107,9 @@ class GpuFleet(pulumi.ComponentResource):
             # The fallback group's type; the spot group overrides it with its list.
             instance_type=fallback_type,
             iam_instance_profile={"arn": profile.arn},
-            # Hop limit 2: a process in a container (one network hop more) can reach IMDS too.
-            metadata_options=imdsv2(hop_limit=2),
+            # Hop limit 1: no container on a node needs the node's role (vLLM gets the HF token
+            # in its environment; the lifecycle script runs on the host), so none can reach it.
+            metadata_options=imdsv2(hop_limit=1),
             block_device_mappings=encrypted_root(node.root_volume_gib),
             network_interfaces=primary_interface(args.security_group_id, args.public_address),
             user_data=user_data,

@@ -98,7 +98,7 @@ def test_launch_template_requires_imdsv2_encrypts_the_disk_and_uses_the_dlami(pr
     template = mocks.one(LAUNCH_TEMPLATE, "acme-prod-gpu-template")
     assert template["imageId"] == f"resolve:ssm:{DLAMI_PARAMETER}"
     assert template["metadataOptions"] == {
-        "httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 2}
+        "httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1}
     assert template["blockDeviceMappings"] == [{
         "deviceName": "/dev/sda1",
         "ebs": {"volumeSize": 150, "volumeType": "gp3", "encrypted": "true",
