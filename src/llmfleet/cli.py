@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
                              "when idle (needs monitoring)")
     up_cmd.add_argument("--max-backends", type=int, metavar="M",
                         help="with --autoscale: the most backends (default fleet.max_size)")
+    up_cmd.add_argument("--no-supervise", dest="supervise", action="store_false",
+                        help="do not start a process again when it ends (by default the "
+                             "sandbox restarts it with backoff, as systemd does on the edge)")
+    up_cmd.add_argument("--throwaway-keys", dest="keep_keys", action="store_false",
+                        help="Redis keeps no data: every up starts with no API keys, and a "
+                             "restarted Redis has none (by default keys persist in the state "
+                             "directory)")
     up_cmd.add_argument("--json", action="store_true", help="print the status as JSON")
     up_cmd.set_defaults(handler=_up)
 
@@ -166,7 +173,8 @@ def _up(args: argparse.Namespace) -> int:
     from llmfleet.local.sandbox import up
 
     report = up(config, _state_dir(args), edge_port_explicit=args.port is not None,
-                autoscale=args.autoscale, max_backends=args.max_backends, say=_say)
+                autoscale=args.autoscale, max_backends=args.max_backends,
+                supervise=args.supervise, keep_keys=args.keep_keys, say=_say)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -266,8 +274,11 @@ def _print_status(report: SandboxStatus) -> None:
             "UNHEALTHY" if process.running else "STOPPED")
         if isinstance(process, BackendStatus):
             health = f"{health} ({process.state.value})"
+        restarts = ""
+        if process.restarts or process.last_exit:
+            restarts = f" restarts {process.restarts} (last: {process.last_exit})"
         print(f"  {process.name:<13} {process.url or '-':<30} pid {process.pid:<7} "
-              f"{health:<17} log {process.log}")
+              f"{health:<17} log {process.log}{restarts}")
     if report.autoscaler is not None:
         print(f"Autoscaler {report.autoscaler.summary()}")
 

@@ -25,10 +25,12 @@ StartSandbox = Callable[..., dict[str, Any]]
 def start_sandbox(tmp_path: Path) -> Iterator[StartSandbox]:
     """Start sandboxes with config overrides; all of them are stopped when the test ends,
     also when it fails. With auth on (the default) the result carries an unlimited
-    `api_key` for tests that are not about limits."""
+    `api_key` for tests that are not about limits. `supervise=False` for a test whose killed
+    process must stay dead; `keep_keys=False` for Redis without persistence."""
     started: list[Path] = []
 
-    def start(name: str = "sandbox", **sections: dict[str, Any]) -> dict[str, Any]:
+    def start(name: str = "sandbox", *, supervise: bool = True, keep_keys: bool = True,
+              **sections: dict[str, Any]) -> dict[str, Any]:
         data: dict[str, Any] = {k: dict(v) for k, v in sections.items()}
         sandbox = data.setdefault("sandbox", {})
         for key in ("edge_port", "base_port", "redis_port", "gateway_port"):
@@ -36,7 +38,8 @@ def start_sandbox(tmp_path: Path) -> Iterator[StartSandbox]:
         state_dir = tmp_path / name
         started.append(state_dir)
         config = validate(data, "test")
-        box = up(config, state_dir, edge_port_explicit=True).to_json()
+        box = up(config, state_dir, edge_port_explicit=True, supervise=supervise,
+                 keep_keys=keep_keys).to_json()
         box["tiers"] = dict(config.rate_limits.tiers)
         box["api_key"] = None
         if config.sandbox.auth and "enterprise" in box["tiers"]:

@@ -39,7 +39,8 @@ def metric(box: dict[str, Any], name: str) -> str:
 
 def test_redis_down_each_tier_fails_as_configured_then_recovers_without_restart(
         start_sandbox, capsys):
-    box = start_sandbox(rate_limits={"tiers": TIERS, "redis_retry_s": 0.5})
+    # Unsupervised: the test decides when Redis comes back.
+    box = start_sandbox(rate_limits={"tiers": TIERS, "redis_retry_s": 0.5}, supervise=False)
     state_dir = Path(box["state_dir"])
     keys = key_store(state_dir)
     free, _ = keys.create("uni", "free")
@@ -66,15 +67,14 @@ def test_redis_down_each_tier_fails_as_configured_then_recovers_without_restart(
     restarted = subprocess.Popen(["redis-server", str(state_dir / "redis" / "redis.conf")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # The sandbox's Redis keeps no data: keys made before the crash are gone by design.
+        # Redis keeps its data (AOF in the state directory): the keys made before the crash
+        # work again, and so does their window, shared by every gateway.
         fresh = key_store(state_dir)
         assert wait_until(lambda: _answers(fresh), 10)
-        again, _ = fresh.create("uni", "free")
-        assert wait_until(lambda: get(box, again).status_code == 200, 10)
-        statuses = [get(box, again).status_code for _ in range(10)]
-        assert statuses == [200] * 9 + [429]  # shared limiting is back
+        assert wait_until(lambda: get(box, free).status_code == 200, 10)
+        statuses = [get(box, free).status_code for _ in range(10)]
+        assert statuses.count(429) >= 1 and statuses[-1] == 429  # shared limiting is back
         assert metric(box, "llmfleet_gateway_redis_up") == "llmfleet_gateway_redis_up 1.0"
-        assert get(box, free).status_code == 401
         assert box["gateway"]["pid"] == gateway_pid
     finally:
         restarted.kill()
@@ -126,7 +126,7 @@ def test_in_flight_cap_refuses_the_third_stream_and_frees_slots_when_streams_end
 
 
 def test_gateway_down_the_edge_answers_503_json_not_500(start_sandbox):
-    box = start_sandbox()
+    box = start_sandbox(supervise=False)  # the gateway stays down
     os.kill(box["gateway"]["pid"], signal.SIGKILL)
     response = get(box, box["api_key"])
     assert response.status_code == 503

@@ -39,7 +39,8 @@ def gateway_health(box: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_keys_never_used_keep_their_fail_mode_when_redis_dies(start_sandbox):
-    box = start_sandbox(rate_limits={"tiers": TIERS, "redis_retry_s": 0.5})
+    # Unsupervised: Redis must stay down for the length of the test.
+    box = start_sandbox(rate_limits={"tiers": TIERS, "redis_retry_s": 0.5}, supervise=False)
     store = key_store(Path(box["state_dir"]))
     paid, _ = store.create("startup", "paid")
     free, _ = store.create("uni", "free")

@@ -42,7 +42,8 @@ def test_lab1_twenty_concurrent_requests_through_least_conn_reach_both_backends(
 
 
 def test_lab2_killed_backend_traffic_moves_to_the_survivor(start_sandbox, capsys):
-    box = start_sandbox(sandbox=FAST)
+    # Unsupervised: a restarted backend would take traffic again.
+    box = start_sandbox(sandbox=FAST, supervise=False)
     victim, survivor = box["backends"]
     streaming = LoadSpec(url=box["endpoint"], api_key=box["api_key"], requests=300,
                          concurrency=8, output_tokens="fixed:64", max_duration_s=45)

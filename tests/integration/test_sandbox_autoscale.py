@@ -271,7 +271,9 @@ def test_the_cli_starts_it_and_status_shows_its_decisions(tmp_path):
             "status", state_dir=state_dir).stdout
     finally:
         stopped = cli("down", state_dir=state_dir)
-    assert "stopped autoscaler" in stopped.stderr.splitlines()[0]
+    # The supervisor first (nothing is started again), then the autoscaler (nothing is added).
+    first, second = stopped.stderr.splitlines()[:2]
+    assert "stopped supervisor" in first and "stopped autoscaler" in second
 
 
 def test_the_cli_refuses_max_backends_without_autoscale(tmp_path):

@@ -44,7 +44,9 @@ def _served_by(endpoint: str) -> str:
 
 
 def test_a_killed_backend_leaves_and_rejoins_when_it_answers_again(start_sandbox):
-    box = start_sandbox(sandbox={"auth": False, "monitoring": False}, edge=FAST_SYNC)
+    # Unsupervised: the backend stays dead until the test starts it again.
+    box = start_sandbox(sandbox={"auth": False, "monitoring": False}, edge=FAST_SYNC,
+                        supervise=False)
     state_dir = Path(box["state_dir"])
     victim = box["backends"][0]
     address = victim["url"].removeprefix("http://")

@@ -55,7 +55,8 @@ def start_backends(run: SandboxRun) -> list[Member]:
     return members
 
 
-def start_edge(run: SandboxRun, place: Placement, backends: list[Member]) -> None:
+def start_edge(run: SandboxRun, place: Placement, backends: list[Member], *,
+               keep_keys: bool = True) -> None:
     """The files the edge's services share, then each service in order, healthy before the
     next one starts."""
     Path(place.nginx_conf).parent.mkdir(exist_ok=True)
@@ -65,16 +66,21 @@ def start_edge(run: SandboxRun, place: Placement, backends: list[Member]) -> Non
     config = run.config.model_copy(update={"load_balancing": lb})
     Path(place.config_file).write_text(config.model_dump_json(indent=2))
     if place.auth:
-        _write_redis_files(place)
+        _write_redis_files(place, keep_keys)
     for service in edge_services(config, place):
         run.say(f"starting {service.name}" + (f" on {service.url}" if service.url else ""))
         run.wait_healthy([run.launch(service.name, service.name, service.argv, service.url,
                                      service.health)])
 
 
-def _write_redis_files(place: Placement) -> None:
-    """A fresh random password (0600) and Redis's settings: the sandbox's keys live as long
-    as the sandbox."""
+# Redis's persistence settings, which the sandbox sets itself.
+_PERSISTENCE = ("save ", "appendonly ", "appendfsync ")
+
+
+def _write_redis_files(place: Placement, keep_keys: bool) -> None:
+    """A fresh random password (0600) and Redis's settings. With `keep_keys`, Redis appends
+    every write to a file in its folder (AOF, flushed every second, as on the edge), so keys
+    outlive a restart of Redis and `down`/`up`; without, it keeps nothing."""
     for folder in (place.secrets_dir, place.redis_dir):
         Path(folder).mkdir(mode=0o700, exist_ok=True)
     password = Path(place.secret_source(REDIS_PASSWORD))
@@ -82,7 +88,10 @@ def _write_redis_files(place: Placement) -> None:
     password.write_text(secrets.token_urlsafe(24))
     conf = Path(place.redis_dir) / "redis.conf"
     conf.touch(mode=0o600)
+    persistence = (['save ""', "appendonly yes", "appendfsync everysec"] if keep_keys
+                   else ['save ""', "appendonly no"])
     conf.write_text("\n".join([
-        *redis_settings(place), f"requirepass {password.read_text()}", f"dir {place.redis_dir}",
+        *(line for line in redis_settings(place) if not line.startswith(_PERSISTENCE)),
+        *persistence, f"requirepass {password.read_text()}", f"dir {place.redis_dir}",
         "daemonize no", 'logfile ""', "",
     ]))

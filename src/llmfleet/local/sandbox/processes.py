@@ -28,13 +28,17 @@ class ProcessRecord:
     """One process the sandbox started, as saved in its state file."""
 
     name: str
-    kind: str  # "backend" | "edge"
+    kind: str  # "backend", or a service's name
     pid: int
     start_ticks: int
     command: list[str]
     log: str
     url: str
     health_url: str
+    # From the supervisor (`supervision.json`): times it started the process again, and how
+    # the process last ended.
+    restarts: int = 0
+    last_exit: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

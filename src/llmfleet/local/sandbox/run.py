@@ -27,6 +27,8 @@ from llmfleet.local.sandbox.processes import (
     launch,
     wait_until,
 )
+from llmfleet.local.sandbox.supervisor import PROCESS as SUPERVISOR
+from llmfleet.local.sandbox.supervisor import SupervisorError, ask, read_supervision
 from llmfleet.services import EdgePorts, MonitorPorts
 
 STATE_FILE = "state.json"
@@ -53,6 +55,8 @@ class SandboxState:
     autoscaler_file: str | None = None  # the autoscaler's last decision, when it runs
     redis_url: str | None = None
     redis_password_file: str | None = None
+    supervised: bool = False  # the supervisor starts every process, and again when it ends
+    autoscale: bool = False  # the autoscaler replaces backends; the supervisor does not
     processes: list[ProcessRecord] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,14 +82,23 @@ class SandboxState:
 
 
 def load_state(state_dir: Path) -> SandboxState | None:
-    """The sandbox recorded in `state_dir`, or None when there is none."""
+    """The sandbox recorded in `state_dir`, or None when there is none. The supervisor's
+    records (the process it started last under each name, its restarts and last exit) are
+    laid over `up`'s."""
     try:
-        return SandboxState.from_dict(json.loads((state_dir / STATE_FILE).read_text()))
+        state = SandboxState.from_dict(json.loads((state_dir / STATE_FILE).read_text()))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SandboxError(f"cannot read {state_dir / STATE_FILE}: {error}; if no sandbox "
                            f"runs, remove the file") from None
+    supervised = read_supervision(state_dir)
+    for record in state.processes:
+        latest = supervised.get(record.name)
+        if latest and latest.get("pid"):
+            record.pid, record.start_ticks = latest["pid"], latest["start_ticks"]
+            record.restarts, record.last_exit = latest["restarts"], latest["last_exit"]
+    return state
 
 
 @dataclass
@@ -114,14 +127,35 @@ class SandboxRun:
                health_url: str | None) -> ProcessRecord:
         """Start one process, its output in logs/<name>.log, and record it at once."""
         assert self.state is not None, "record the sandbox's state before launching"
-        try:
-            record = launch(name, kind, list(command), self.logs / f"{name}.log", url,
-                            health_url or "")
-        except ExitedAtOnce as error:
-            raise SandboxError(f"{name} exited during start-up:\n{tail(str(error.log))}") from None
+        log = self.logs / f"{name}.log"
+        if self.state.supervised and kind != SUPERVISOR:
+            record = self._launch_supervised(name, kind, list(command), log, url,
+                                             health_url or "")
+        else:
+            try:
+                record = launch(name, kind, list(command), log, url, health_url or "")
+            except ExitedAtOnce as error:
+                raise SandboxError(
+                    f"{name} exited during start-up:\n{tail(str(error.log))}") from None
         self.state.processes.append(record)
         self.save()
         return record
+
+    def _launch_supervised(self, name: str, kind: str, command: list[str], log: Path,
+                           url: str, health_url: str) -> ProcessRecord:
+        """Started by the supervisor, as its child: started again whenever it ends (backends
+        the autoscaler manages excepted)."""
+        assert self.state is not None
+        restart = not (kind == "backend" and self.state.autoscale)
+        try:
+            started = ask(self.state_dir, {"op": "start", "name": name, "command": command,
+                                           "log": str(log), "restart": restart})
+        except SupervisorError as error:
+            if error.exited:
+                raise SandboxError(f"{name} exited during start-up:\n{tail(str(log))}") from None
+            raise SandboxError(str(error)) from None
+        return ProcessRecord(name, kind, started["pid"], started["start_ticks"], command,
+                             str(log), url, health_url)
 
     def wait_healthy(self, records: list[ProcessRecord], timeout_s: float | None = None) -> None:
         """Wait until every one of `records` answers its health check."""

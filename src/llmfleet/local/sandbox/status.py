@@ -30,6 +30,8 @@ class ProcessStatus:
     running: bool
     healthy: bool
     log: str
+    restarts: int  # times the supervisor started it again
+    last_exit: str | None  # how it last ended ("killed by SIGKILL", "exit code 1")
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def _probe(record: ProcessRecord) -> ProcessStatus:
     return ProcessStatus(
         name=record.name, kind=record.kind, url=record.url, pid=record.pid, running=running,
         healthy=running and (not record.health_url or answers(record.health_url)),
-        log=record.log)
+        log=record.log, restarts=record.restarts, last_exit=record.last_exit)
 
 
 def _backend_state(process: ProcessStatus, seen: dict[str, MemberState],
