@@ -1,4 +1,5 @@
-"""Render the GPU node's and the edge's cloud-init user data from their templates in images/.
+"""Render the GPU node's, the edge's and the monitor's cloud-init user data from their templates
+in images/.
 
 Plain functions of plain values, so tests render them without Pulumi and run the real
 `cloud-init schema` on the result; the components call them inside an `apply`.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import shlex
 
 import jinja2
+import monitor_host
 from lifecycle import LAUNCH_HOOK, TERMINATE_HOOK, LifecycleTiming
 from systemd_units import start_commands, unit_files
 
@@ -91,6 +93,34 @@ def render_edge(
     )
 
 
+def render_monitor(config: FleetConfig, *, stack: str, region: str, volume_id: str,
+                   grafana_password_parameter: str, config_bucket: str, config_sha256: str
+                   ) -> str:
+    """User data that mounts Prometheus' volume `volume_id`, installs Prometheus, Alertmanager
+    and Grafana, fetches their config files from `config_bucket` (`monitor_host.config_bundle`,
+    whose SHA-256 is `config_sha256`) and their secrets from SSM, and starts them
+    (`monitor_host` has what runs)."""
+    return _render(
+        "monitor",
+        stack=stack,
+        architecture=config.monitor.architecture,
+        volume_id=volume_id,
+        data_dir=monitor_host.DATA_DIR,
+        xen_device=monitor_host.DATA_DEVICE.replace("/dev/sd", "/dev/xvd"),
+        secrets_dir=monitor_host.SECRETS_DIR,
+        volume_script=monitor_host.VOLUME_SCRIPT,
+        install_script=monitor_host.INSTALL_SCRIPT,
+        boot_script=monitor_host.BOOT_SCRIPT,
+        grafana_key_fingerprint=monitor_host.GRAFANA_KEY_FINGERPRINT,
+        config_bucket=config_bucket,
+        config_key=monitor_host.CONFIG_KEY,
+        fetch_configs=monitor_host.fetch_configs_command(region, config_bucket, config_sha256),
+        units=monitor_host.unit_files(config, region, grafana_password_parameter),
+        volume_unit=monitor_host.VOLUME_UNIT,
+        start_commands=monitor_host.start_commands(),
+    )
+
+
 def _render(role: str, **values: object) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(images_dir() / role),
@@ -111,3 +141,4 @@ def _shell_word(value: object) -> str:
     if "\n" in text or "\r" in text:
         raise ValueError(f"a line break cannot go into a node's boot script: {text!r}")
     return shlex.quote(text)
+

@@ -10,6 +10,7 @@ from cost_controls import CostControls, CostControlsArgs
 from drain import SpotDrain, SpotDrainArgs
 from edge import Edge, EdgeArgs
 from gpu_fleet import GpuFleet, GpuFleetArgs
+from monitor import Monitor, MonitorArgs
 from network import Network, NetworkArgs
 from scaler import Scaler, ScalerArgs
 from security import SecurityGroups, SecurityGroupsArgs
@@ -118,6 +119,15 @@ class Deployment(pulumi.ComponentResource):
                              on_demand_group_name=fleet.on_demand_group_name, tags=self.tags),
             opts=child,
         )
+        monitor = None
+        if config.monitor.enabled:
+            monitor = Monitor(
+                f"{stem}-monitor",
+                MonitorArgs(config=config, stack=stack, subnet_ids=network.node_subnet_ids,
+                            security_group_id=groups.monitor_id,
+                            public_address=network.nodes_public, tags=self.tags),
+                opts=child,
+            )
         if not config.edge.allowed_cidrs:
             pulumi.log.warn(
                 "llmfleet:edge.allowed_cidrs is empty: the endpoint accepts no traffic. "
@@ -132,6 +142,9 @@ class Deployment(pulumi.ComponentResource):
         self.vpc_id = network.vpc_id
         self.drain_log_group = drain.log_group_name
         self.scaler_log_group = scaler.log_group_name
+        self.monitor_instance = monitor.instance_id if monitor else None
+        self.monitor_port_forwards = monitor.port_forward_commands if monitor else None
+        self.grafana_password_command = monitor.grafana_password_command if monitor else None
         self.budget_name = costs.budget_name
         self.register_outputs(
             {
@@ -147,6 +160,9 @@ class Deployment(pulumi.ComponentResource):
                 "vpc_id": self.vpc_id,
                 "drain_log_group": self.drain_log_group,
                 "scaler_log_group": self.scaler_log_group,
+                "monitor_instance": self.monitor_instance,
+                "monitor_port_forwards": self.monitor_port_forwards,
+                "grafana_password_command": self.grafana_password_command,
                 "budget_name": self.budget_name,
             }
         )

@@ -32,8 +32,10 @@ class SecurityGroups(pulumi.ComponentResource):
       (`EdgePorts.scraped()` in llmfleet.services: nginx on the private address, forwarding
       /metrics only) from the monitor only; out: vLLM's port to the
       GPU nodes, HTTPS (AWS APIs, PyPI, S3) and HTTP (Ubuntu's package mirrors).
-    - monitor (its instance comes with the observability work): nothing in; out: the scrape
-      ports on the GPU nodes and on the edge, and HTTPS.
+    - monitor (the Monitor component's instance): nothing in (reached through SSM port
+      forwarding, which needs no inbound rule); out: the scrape ports on the GPU nodes and on
+      the edge, HTTPS (AWS APIs, Grafana's packages, Slack, PagerDuty) and HTTP (Ubuntu's
+      package mirrors).
 
     Port 22 is open nowhere: shells go through SSM Session Manager. Outputs: `edge_id`,
     `gpu_id`, `monitor_id`.
@@ -84,6 +86,7 @@ class SecurityGroups(pulumi.ComponentResource):
         for label, scraped in EDGE_HOST_PORTS.scraped().items():
             self._egress("monitor", f"{label}-to-edge", scraped, source="edge")
         self._egress("monitor", "https", 443, cidr=ANYWHERE)
+        self._egress("monitor", "http", 80, cidr=ANYWHERE)
 
         self.edge_id, self.gpu_id, self.monitor_id = (
             groups[role].id for role in ("edge", "gpu", "monitor"))

@@ -56,11 +56,14 @@ class EdgePorts:
 
 @dataclass(frozen=True)
 class MonitorPorts:
-    """The monitor's ports: Prometheus, Alertmanager, and the sandbox's stand-in for Slack."""
+    """The monitor's ports: Prometheus, Alertmanager, Grafana (on the AWS monitor host only),
+    and the sandbox's stand-in for Slack. On the monitor host each binds loopback and is
+    reached through an SSM port forward."""
 
     prometheus: int = 9090
     alertmanager: int = 9093
     alert_sink: int = 9095
+    grafana: int = 3000
 
 
 EDGE_HOST_PORTS = EdgePorts()

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import runpy
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +46,11 @@ CALL_RESULTS: dict[str, dict[str, Any]] = {
         "id": "aws", "partition": "aws", "dnsSuffix": "amazonaws.com",
         "reverseDnsPrefix": "com.amazonaws",
     },
+    # The monitor's subnet: its data volume goes in the same zone.
+    "aws:ec2/getSubnet:getSubnet": {
+        "id": "subnet-0123456789abcdef0", "availabilityZone": ZONES[0],
+        "availabilityZoneId": "use1-az1", "vpcId": "vpc-0123456789abcdef0",
+    },
 }
 
 # EC2-style id prefixes, so an id that lands in the wrong argument is easy to spot.
@@ -60,6 +65,8 @@ ID_PREFIXES = {
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr",
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
     "aws:ec2/launchTemplate:LaunchTemplate": "lt",
+    "aws:ec2/instance:Instance": "i",
+    "aws:ebs/volume:Volume": "vol",
 }
 # Resources whose physical name the provider makes up when the program gives none: the
 # property it fills, and the longest name AWS accepts there. The provider appends a dash and 7
@@ -91,6 +98,7 @@ class Options(NamedTuple):
 
     ignore_changes: list[str]
     depends_on: list[str]  # URNs
+    delete_before_replace: bool
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -124,6 +132,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["latestVersion"] = 1
         elif args.typ == "aws:ec2/eip:Eip":
             outputs.update(allocationId=physical, publicIp=PUBLIC_IP)
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = f"mock-password-{suffix}"
         self.ids[args.typ, args.name] = physical
         self.outputs[args.typ, args.name] = outputs
         return physical, outputs
@@ -178,7 +188,8 @@ class RecordingMonitor(MockMonitor):
 
     def RegisterResource(self, request: Any) -> Any:
         self.recording.options[request.type, request.name] = Options(
-            ignore_changes=list(request.ignoreChanges), depends_on=list(request.dependencies))
+            ignore_changes=list(request.ignoreChanges), depends_on=list(request.dependencies),
+            delete_before_replace=request.deleteBeforeReplace)
         return super().RegisterResource(request)
 
 
@@ -200,6 +211,18 @@ class Program:
             ) -> dict[str, Any]:
         """Run with `config_env` as the stack config (flat keys, JSON strings) of `stack`, as
         `pulumi up` does, or as `pulumi preview` does."""
+
+        def main() -> Mapping[str, Any]:
+            runpy.run_path(str(INFRA), run_name="__main__")
+            return pulumi.runtime.get_root_resource().outputs
+
+        return self.run_inline(config_env, stack, main, preview=preview)
+
+    def run_inline(self, config_env: Mapping[str, str], stack: str,
+                   build: Callable[[], Mapping[str, Any]], *, preview: bool = False
+                   ) -> dict[str, Any]:
+        """Run `build` as the program of `stack` (one component on its own, say), and hand
+        back the outputs it returns as plain values."""
         # Config and mocks first: the program reads both at import time.
         pulumi.runtime.set_all_config(dict(config_env), [])
         pulumi.runtime.set_mocks(self.mocks, project=PROJECT, stack=stack, preview=preview,
@@ -208,9 +231,7 @@ class Program:
 
         @pulumi.runtime.test
         def program() -> pulumi.Output:
-            runpy.run_path(str(INFRA), run_name="__main__")
-            exports = pulumi.runtime.get_root_resource().outputs
-            return pulumi.Output.all(**exports).apply(resolved.append)
+            return pulumi.Output.all(**build()).apply(resolved.append)
 
         # The decorator awaits the returned chain and every outstanding registration, and
         # re-raises what the program raised only after that, so `mocks.registered` is complete

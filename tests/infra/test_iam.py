@@ -15,7 +15,7 @@ def test_every_inline_policy_passes_parliament(program, mocks, stack):
     policies = mocks.of_type(ROLE_POLICY)
     # The GPU node's token and lifecycle rights, the edge's fleet and health rights, the drain
     # and scaler Lambdas'.
-    assert len(policies) == 6
+    assert len(policies) == 7  # and the monitor's
     for policy in policies:
         findings = analyze_policy_string(policy.inputs["policy"]).findings
         assert findings == [], f"{policy.name}: {[(f.issue, f.detail) for f in findings]}"

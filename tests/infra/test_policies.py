@@ -109,7 +109,7 @@ def test_the_mocked_program_keeps_every_policy(program, mocks, stack):
     policies = import_infra("policies")
     cold_start_s = from_pulumi_config_env(stack_config_env(stack), stack).gpu_node.cold_start_s
     checked = [r for r in mocks.registered if r.type in (GROUP, LAUNCH_TEMPLATE)]
-    assert len(checked) == 5
+    assert len(checked) == 6  # three groups; the GPU, edge and monitor templates
     for resource in checked:
         assert policies.violations(resource.type, resource.inputs,
                                    cold_start_s=cold_start_s) == [], resource.name

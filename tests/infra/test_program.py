@@ -14,6 +14,7 @@ from infra_helpers import (
     ALL_STACKS,
     LONGEST_STACK,
     PUBLIC_IP,
+    REGION,
     STACKS,
     import_infra,
     longest_names_config_env,
@@ -25,7 +26,8 @@ from llmfleet.config import FleetConfig, InstanceType
 DEPLOYMENT = "llmfleet:index:Deployment"
 COMPONENTS = ["llmfleet:index:Network", "llmfleet:index:SecurityGroups",
               "llmfleet:index:GpuFleet", "llmfleet:index:Edge", "llmfleet:index:SpotDrain",
-              "llmfleet:index:Scaler", "llmfleet:index:CostControls"]
+              "llmfleet:index:Scaler", "llmfleet:index:CostControls",
+              "llmfleet:index:Monitor"]
 
 
 def expected_tags(client: str, environment: str, stack: str) -> dict[str, str]:
@@ -39,6 +41,7 @@ def expected_tags(client: str, environment: str, stack: str) -> dict[str, str]:
 
 def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks):
     exports = program.run(stack_config_env("example"), stack="example")
+    monitor = mocks.ids["aws:ec2/instance:Instance", "acme-prod-monitor-instance"]
 
     assert mocks.registered[0] == (DEPLOYMENT, "acme-prod", {})
     components = [r for r in mocks.registered if r.type.startswith("llmfleet:")]
@@ -46,7 +49,7 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
     assert {r.name for r in components} == {
         "acme-prod", "acme-prod-net", "acme-prod-sg", "acme-prod-gpu", "acme-prod-edge",
         "acme-prod-drain", "acme-prod-scaler",
-        "acme-prod-cost"}
+        "acme-prod-cost", "acme-prod-monitor"}
     assert mocks.names("aws:autoscaling/group:Group") == [
         "acme-prod-edge-group", "acme-prod-gpu-ondemand", "acme-prod-gpu-spot"]
     assert exports == {
@@ -64,6 +67,17 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
         "scaler_log_group": mocks.ids["aws:cloudwatch/logGroup:LogGroup",
                                       "acme-prod-scaler-logs"],
         "budget_name": None,  # the example sets no budget
+        "monitor_instance": monitor,
+        "monitor_port_forwards": {
+            service: f"aws ssm start-session --region {REGION} --target {monitor} "
+                     "--document-name AWS-StartPortForwardingSession --parameters "
+                     f"""'{{"portNumber":["{port}"],"localPortNumber":["{port}"]}}'"""
+            for service, port in (("grafana", 3000), ("prometheus", 9090),
+                                  ("alertmanager", 9093))},
+        "grafana_password_command": (
+            f"aws ssm get-parameter --region {REGION} --name "
+            "/llmfleet/example/grafana-admin-password --with-decryption "
+            "--query Parameter.Value --output text"),
     }
 
 

@@ -115,6 +115,7 @@ def test_egress_is_only_what_each_role_needs(program, mocks):
         ("monitor", 9100, "gpu"),
         *(("monitor", port, "edge") for port in EDGE_METRICS.values()),
         ("monitor", 443, "0.0.0.0/0"),
+        ("monitor", 80, "0.0.0.0/0"),
     }
 
 

@@ -15,6 +15,7 @@ UNTAGGABLE = {
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
     "aws:cloudwatch/eventTarget:EventTarget",
     "aws:lambda/permission:Permission",
+    "aws:ec2/volumeAttachment:VolumeAttachment",
     "aws:autoscaling/schedule:Schedule",
 }
 

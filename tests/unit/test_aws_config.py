@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from llmfleet.config import ConfigError, FleetConfig, NetworkSpec, validate
-from llmfleet.config.aws import DLAMI_PARAMETER
+from llmfleet.config.aws import (
+    DLAMI_PARAMETER,
+    UBUNTU_ARM64_PARAMETER,
+    UBUNTU_PARAMETER,
+    architecture,
+)
 
 
 def _problems(data: dict) -> str:
@@ -81,3 +86,53 @@ def test_v100_nodes_are_refused_before_anything_launches():
     assert '  - fleet.instance_types[0].type: got "p3.2xlarge"' in message
     assert "allowed families: g4dn, g5, g6, g6e, gr6, p4d, p4de, p5, p5e" in message
     assert "V100 needs NVIDIA's proprietary driver" in message
+
+
+def test_the_monitor_is_on_and_cheap_by_default_with_no_destination_until_named():
+    monitor = FleetConfig().monitor
+    assert monitor.enabled and monitor.instance_type == "t4g.small"
+    assert monitor.architecture == "arm64" and monitor.image_parameter == UBUNTU_ARM64_PARAMETER
+    assert (monitor.data_volume_gib, monitor.retention_days) == (20, 15)
+    assert monitor.slack_webhook_parameter is None
+    assert monitor.pagerduty_routing_key_parameter is None
+    assert monitor.grafana_password_parameter("acme-prod") == (
+        "/llmfleet/acme-prod/grafana-admin-password")
+    assert validate({"monitor": {"instance_type": "t3.small"}}, "t").monitor.image_parameter == (
+        UBUNTU_PARAMETER)
+
+
+@pytest.mark.parametrize(("instance_type", "arch"), [
+    ("t4g.small", "arm64"), ("m7g.large", "arm64"), ("c6gn.xlarge", "arm64"),
+    ("im4gn.large", "arm64"), ("a1.large", "arm64"), ("t3.small", "amd64"),
+    ("t3a.small", "amd64"), ("m7i-flex.large", "amd64"), ("g4ad.xlarge", "amd64")])
+def test_graviton_types_are_told_apart_by_the_g_after_the_generation(instance_type, arch):
+    assert architecture(instance_type) == arch
+
+
+def test_every_bad_monitor_value_is_named_in_one_pass():
+    message = _problems({"monitor": {
+        "instance_type": "g5.xlarge", "data_volume_gib": 2, "retention_days": 0,
+        "slack_webhook_parameter": "https://hooks.slack.com/services/T0/B0/x",
+        "grafana_admin_password_parameter": "grafana", "retension_days": 30}})
+    for key, allowed in [
+        ("monitor.instance_type", "the monitor needs no GPU"),
+        ("monitor.data_volume_gib", "greater than or equal to 4"),
+        ("monitor.retention_days", "greater than or equal to 1"),
+        ("monitor.slack_webhook_parameter", "an SSM parameter path starting with '/'"),
+        ("monitor.grafana_admin_password_parameter", "an SSM parameter path starting with '/'"),
+        ("monitor.retension_days", "unknown key"),
+    ]:
+        assert f"  - {key}: got " in message
+        assert allowed in message
+
+
+@pytest.mark.parametrize(("monitor", "problem"), [
+    ({"instance_type": "t3.small", "ami_parameter": UBUNTU_ARM64_PARAMETER},
+     "ami_parameter names an image for another architecture than instance_type t3.small"),
+    ({"ami_parameter": UBUNTU_PARAMETER}, "another architecture than instance_type t4g.small"),
+    ({"slack_webhook_parameter": "/a/b", "pagerduty_routing_key_parameter": "/a/b"},
+     "must be different parameters"),
+])
+def test_the_monitors_image_and_parameters_must_fit_together(monitor, problem):
+    message = _problems({"monitor": monitor})
+    assert "  - monitor: got " in message and problem in message

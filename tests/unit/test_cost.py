@@ -23,6 +23,7 @@ def _config(**sections):
         "on_demand": {"min_size": 1, "max_size": 2, "warm_pool": 1},
         "gpu_node": {"root_volume_gib": 100},
         "edge": {"root_volume_gib": 20},
+        "monitor": {"enabled": False},  # priced on its own below
         "prices": PRICES,
     }
     return validate({**base, **sections}, "test")
@@ -85,3 +86,18 @@ def test_the_estimate_serialises_for_a_cli():
     as_dict = estimate_hourly_cost(_config()).as_dict()
     assert set(as_dict) == {"min", "typical", "max"}
     assert as_dict["typical"]["usd_per_hour"] == 1.882
+
+
+def test_the_monitor_adds_its_instance_its_disks_and_without_nat_an_address():
+    monitor = {"instance_type": "t4g.small", "root_volume_gib": 10, "data_volume_gib": 30}
+    idle = {"min_size": 0, "warm_pool": 0}
+    minimum = estimate_hourly_cost(_config(monitor=monitor, on_demand=idle)).minimum
+
+    lines = {line.item: (line.count, round(line.usd_per_hour, 6)) for line in minimum.lines}
+    assert lines["t4g.small (monitor, on-demand)"] == (1, 0.0168)  # the built-in price
+    assert lines["gp3 GiB (monitor: root and Prometheus' volume)"] == (40, 0.004)
+    # No GPU node at the minimum: the edge's EIP and the monitor's address.
+    assert lines["public IPv4 addresses"] == (2, 0.01)
+    with_nat = estimate_hourly_cost(
+        _config(monitor=monitor, on_demand=idle, network={"nat": True})).minimum
+    assert {line.item: line.count for line in with_nat.lines}["public IPv4 addresses"] == 1

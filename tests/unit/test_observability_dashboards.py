@@ -9,8 +9,10 @@ import sys
 import pytest
 import yaml
 
+from llmfleet.config import validate
 from llmfleet.local import dashboards
 from llmfleet.local.dashboards import DASHBOARDS, Dashboard, Panel, Query, problems
+from llmfleet.observability.grafana import dashboard_files, datasource_provisioning
 from llmfleet.observability.promql import metric_names, unguarded_divisions
 from llmfleet.paths import repo_root
 
@@ -87,12 +89,23 @@ def test_panels_use_the_provisioned_datasource_and_unique_ids():
 
 
 def test_the_fixtures_gateway_names_are_the_ones_the_gateway_exports():
-    gateway_metrics = pytest.importorskip("llmfleet.gateway.metrics")
     from prometheus_client import generate_latest
 
+    from llmfleet.gateway.metrics import GatewayMetrics
     from llmfleet.local.simbackend import parse_exposition
 
-    registry = gateway_metrics.GatewayMetrics().registry
+    registry = GatewayMetrics().registry
     _, types, _ = parse_exposition(generate_latest(registry).decode())
     listed = yaml.safe_load(dashboards.exporter_metrics_file().read_text())["gateway"]
     assert set(listed) <= set(types)
+
+
+def test_the_monitor_hosts_datasource_is_the_provisioned_one_pointed_at_its_prometheus():
+    config = validate({"alerts": {"scrape_interval_s": 15, "rate_window_s": 60}}, "t")
+    [rendered] = yaml.safe_load(
+        datasource_provisioning(config, "http://127.0.0.1:1"))["datasources"]
+    checked_in = yaml.safe_load((repo_root() / "grafana" / "provisioning" / "datasources"
+                                 / "prometheus.yaml").read_text())["datasources"][0]
+    assert rendered == {**checked_in, "url": "http://127.0.0.1:1",
+                        "jsonData": {**checked_in["jsonData"], "timeInterval": "15s"}}
+    assert set(dashboard_files()) == {p.name for p in dashboards.dashboards_dir().glob("*.json")}

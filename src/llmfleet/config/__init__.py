@@ -2,7 +2,14 @@
 
 from llmfleet.config.alerts import Alerts
 from llmfleet.config.autoscaling import Autoscaling
-from llmfleet.config.aws import EdgeSpec, GpuNodeSpec, NetworkSpec, OnDemandFallback, Prices
+from llmfleet.config.aws import (
+    EdgeSpec,
+    GpuNodeSpec,
+    MonitorSpec,
+    NetworkSpec,
+    OnDemandFallback,
+    Prices,
+)
 from llmfleet.config.costs import Budget, OffHours
 from llmfleet.config.errors import ConfigError, ConfigIssue
 from llmfleet.config.model import (
@@ -43,6 +50,7 @@ __all__ = [
     "LoadBalancing",
     "LoadedConfig",
     "ModelSpec",
+    "MonitorSpec",
     "NetworkSpec",
     "OffHours",
     "OnDemandFallback",

@@ -19,7 +19,14 @@ from pydantic import (
 
 from llmfleet.config.alerts import Alerts
 from llmfleet.config.autoscaling import Autoscaling
-from llmfleet.config.aws import EdgeSpec, GpuNodeSpec, NetworkSpec, OnDemandFallback, Prices
+from llmfleet.config.aws import (
+    EdgeSpec,
+    GpuNodeSpec,
+    MonitorSpec,
+    NetworkSpec,
+    OnDemandFallback,
+    Prices,
+)
 from llmfleet.config.base import GPU_INSTANCE_FAMILIES, Strict
 from llmfleet.config.costs import Budget, OffHours
 from llmfleet.config.tiers import RateLimits
@@ -175,6 +182,7 @@ class FleetConfig(Strict):
     edge: EdgeSpec = EdgeSpec()
     gpu_node: GpuNodeSpec = GpuNodeSpec()
     on_demand: OnDemandFallback = OnDemandFallback()
+    monitor: MonitorSpec = MonitorSpec()
     prices: Prices = Prices()
     autoscaling: Autoscaling = Autoscaling()
     off_hours: OffHours = OffHours()

@@ -1,5 +1,6 @@
 """What a stack costs per hour at its smallest, typical and largest size, from the config's
-prices (`llmfleet:prices`): GPU nodes, the edge, disks, public IPv4 addresses and NAT.
+prices (`llmfleet:prices`): GPU nodes, the edge, the monitor, disks, public IPv4 addresses and
+NAT.
 
 An estimate, not a bill: spot prices move, data transfer and NAT traffic are left out, and the
 spot group is priced at its cheapest type per capacity unit, the pool price-capacity-optimized
@@ -102,8 +103,18 @@ def _at_scale(config: FleetConfig, scale: str, units: int) -> ScaleCost:
         CostLine("gp3 GiB (GPU nodes running and in the warm pool, edge)", disk_gib,
                  disk_gib * prices.gp3_gib_month / HOURS_PER_MONTH),
     ]
-    # The edge's Elastic IP always; GPU nodes have public addresses only without NAT.
-    public_ips = 1 + (0 if config.network.nat else running_gpu_nodes)
+    monitor = config.monitor
+    if monitor.enabled:
+        monitor_gib = monitor.root_volume_gib + monitor.data_volume_gib
+        lines += [
+            CostLine(f"{monitor.instance_type} (monitor, on-demand)", 1,
+                     _price(prices.on_demand, "on_demand", monitor.instance_type)),
+            CostLine("gp3 GiB (monitor: root and Prometheus' volume)", monitor_gib,
+                     monitor_gib * prices.gp3_gib_month / HOURS_PER_MONTH),
+        ]
+    # The edge's Elastic IP always; GPU nodes and the monitor (which sits in their subnets)
+    # have public addresses only without NAT.
+    public_ips = 1 + (0 if config.network.nat else running_gpu_nodes + monitor.enabled)
     lines.append(
         CostLine("public IPv4 addresses", public_ips, public_ips * prices.public_ipv4_hour))
     if config.network.nat:

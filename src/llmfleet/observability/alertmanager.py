@@ -54,6 +54,22 @@ def render_alertmanager_config(config: FleetConfig, *, sink_url: str | None = No
     )
 
 
+def aws_alertmanager_config(config: FleetConfig, *, slack_webhook_file: str | None,
+                            pagerduty_routing_key_file: str | None,
+                            template_file: str) -> str:
+    """The monitor host's alertmanager.yml: Slack and PagerDuty when their secrets' files are
+    given (the stack's `monitor` section names the SSM parameters they come from), else a
+    receiver that sends nowhere. `alerts.slack_webhook_file` and
+    `alerts.pagerduty_routing_key_file`, paths on the sandbox's machine, play no part."""
+    alerts = config.alerts.model_copy(update={
+        "slack_webhook_file": Path(slack_webhook_file) if slack_webhook_file else None,
+        "pagerduty_routing_key_file": (Path(pagerduty_routing_key_file)
+                                       if pagerduty_routing_key_file else None),
+    })
+    return render_alertmanager_config(config.model_copy(update={"alerts": alerts}),
+                                      template_file=template_file)
+
+
 def check_alertmanager_config(path: Path) -> ToolCheck:
     """Run `amtool check-config` on a rendered file."""
     result = subprocess.run([tool_binary("amtool"), "check-config", str(path)],

@@ -39,6 +39,7 @@ def start_monitoring(run: SandboxRun, place: Placement, backends: list[Member]) 
         prometheus=run.port(MONITOR_HOST_PORTS.prometheus),
         alertmanager=run.port(MONITOR_HOST_PORTS.alertmanager),
         alert_sink=0 if webhook_file else run.port(MONITOR_HOST_PORTS.alert_sink),
+        grafana=0,  # the sandbox runs no Grafana: `llmfleet top` and Prometheus' own UI
     )
     _start_alertmanager(run, ports)
     _start_prometheus(run, place, ports, backends)
