@@ -1,42 +1,71 @@
 """`llmfleet`: the sandbox (up, status, down, demo, top), load, the fleet simulator, API keys
-and config checks."""
+and config checks.
+
+Every failure ends the command with one line on stderr and an exit code: 1 when something
+failed, 2 for a bad config or usage, 130 on Ctrl-C; no traceback (LLMFLEET_DEBUG=1 shows the
+one behind an unexpected error)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmfleet.config import ConfigError, ConfigKind, FleetConfig, load_config
+# Only light modules here: a Ctrl-C while the heavy ones load (pydantic, aiohttp, redis) must
+# reach main()'s handler, not end in a traceback.
 from llmfleet.errors import LlmfleetError
 
 if TYPE_CHECKING:
+    from llmfleet.config import FleetConfig
     from llmfleet.local.sandbox import SandboxStatus
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
         return args.handler(args)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return EXIT_USAGE
-    except (LlmfleetError, FileNotFoundError) as error:
-        print(f"llmfleet: {error}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        _say_last("llmfleet: interrupted")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`llmfleet status | head -3`): nothing left to say. Point
         # stdout at /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
+    except Exception as error:
+        return _failed(error)
+
+
+def _failed(error: Exception) -> int:
+    """One line (a bad config: one per problem) on stderr, and the exit code."""
+    from llmfleet.config import ConfigError  # loaded already when it was raised
+
+    if isinstance(error, ConfigError):
+        _say_last(str(error))
+        return EXIT_USAGE
+    if isinstance(error, LlmfleetError):
+        _say_last(f"llmfleet: {error}")
+    elif isinstance(error, OSError):
+        where = f": {error.filename}" if error.filename else ""
+        _say_last(f"llmfleet: {error.strerror or error}{where}")
+    else:
+        if os.environ.get("LLMFLEET_DEBUG"):
+            raise error
+        _say_last(f"llmfleet: unexpected {type(error).__name__}: {error} (run with "
+                  "LLMFLEET_DEBUG=1 to see where)")
+    return EXIT_FAILED
+
+
+def _say_last(message: str) -> None:
+    # When stderr is gone too, the exit code is all that is left.
+    with contextlib.suppress(BrokenPipeError, ValueError):
+        print(message, file=sys.stderr, flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,6 +177,8 @@ def _sandbox_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from(args: argparse.Namespace) -> FleetConfig:
+    from llmfleet.config import load_config
+
     sandbox = {"backends": args.backends, "edge_port": args.port, "backend": args.backend}
     overrides: dict[str, dict[str, Any]] = {
         "sandbox": {k: v for k, v in sandbox.items() if v is not None},
@@ -219,6 +250,8 @@ def _sandbox_key_store(args: argparse.Namespace):
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from llmfleet.config import ConfigKind, load_config
+
     loaded = load_config(args.file)
     if loaded.kind is ConfigKind.STACK:
         print(f"{args.file}: valid {loaded.kind} for stack {loaded.stack}")
@@ -228,6 +261,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _cost(args: argparse.Namespace) -> int:
+    from llmfleet.config import ConfigKind, load_config
     from llmfleet.local.cost import estimate_hourly_cost
 
     config = load_config(args.stack_file, kind=ConfigKind.STACK).config

@@ -63,7 +63,11 @@ def up(config: FleetConfig, state_dir: Path, *, edge_port_explicit: bool = False
     elif max_backends is not None:
         raise SandboxError("--max-backends bounds the autoscaler; add --autoscale")
     _refuse_if_running(state_dir)
-    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    try:
+        (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SandboxError(f"cannot make the state directory {state_dir}: {error.strerror}; "
+                           "name another with --state-dir") from None
     run = SandboxRun(config, state_dir, say)
     try:
         ports = claim_edge_ports(run, edge_port_explicit=edge_port_explicit)

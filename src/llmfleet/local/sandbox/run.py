@@ -89,6 +89,8 @@ def load_state(state_dir: Path) -> SandboxState | None:
         state = SandboxState.from_dict(json.loads((state_dir / STATE_FILE).read_text()))
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        raise SandboxError(_not_a_directory(state_dir)) from None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SandboxError(f"cannot read {state_dir / STATE_FILE}: {error}; if no sandbox "
                            f"runs, remove the file") from None
@@ -99,6 +101,15 @@ def load_state(state_dir: Path) -> SandboxState | None:
             record.pid, record.start_ticks = latest["pid"], latest["start_ticks"]
             record.restarts, record.last_exit = latest["restarts"], latest["last_exit"]
     return state
+
+
+def _not_a_directory(state_dir: Path) -> str:
+    if state_dir.exists():
+        return (f"the state directory {state_dir} is not a directory; name another with "
+                "--state-dir")
+    blocker = next((p for p in state_dir.parents if p.exists()), state_dir)
+    return (f"cannot use {state_dir} as the state directory: {blocker} is a file; name "
+            "another with --state-dir")
 
 
 @dataclass
@@ -135,8 +146,7 @@ class SandboxRun:
             try:
                 record = launch(name, kind, list(command), log, url, health_url or "")
             except ExitedAtOnce as error:
-                raise SandboxError(
-                    f"{name} exited during start-up:\n{tail(str(error.log))}") from None
+                raise SandboxError(exited_during_start_up(name, str(error.log))) from None
         self.state.processes.append(record)
         self.save()
         return record
@@ -152,7 +162,7 @@ class SandboxRun:
                                            "log": str(log), "restart": restart})
         except SupervisorError as error:
             if error.exited:
-                raise SandboxError(f"{name} exited during start-up:\n{tail(str(log))}") from None
+                raise SandboxError(exited_during_start_up(name, str(log))) from None
             raise SandboxError(str(error)) from None
         return ProcessRecord(name, kind, started["pid"], started["start_ticks"], command,
                              str(log), url, health_url)
@@ -166,7 +176,7 @@ class SandboxRun:
         def all_healthy() -> bool:
             for name, record in list(pending.items()):
                 if not is_running(record):
-                    raise SandboxError(f"{name} exited during start-up:\n{tail(record.log)}")
+                    raise SandboxError(exited_during_start_up(name, record.log))
                 if not record.health_url or answers(record.health_url, timeout_s=0.5):
                     del pending[name]
             return not pending
@@ -184,8 +194,16 @@ class SandboxRun:
         self.state.save(self.state_dir)
 
 
-def tail(path: str, lines: int = 20) -> str:
+def exited_during_start_up(name: str, log: str) -> str:
+    """One line: the process, the last thing its log says (its own reason, as a rule), and
+    where the rest is."""
+    return f"{name} exited during start-up: {last_line(log)} (its log: {log})"
+
+
+def last_line(path: str, limit: int = 300) -> str:
     try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines()]
     except OSError:
         return "(no log)"
+    said = [line for line in lines if line]
+    return said[-1][:limit] if said else "(its log is empty)"

@@ -7,6 +7,9 @@ the reason, it kills what is left of the process's group (nginx's workers), wait
 at 0.1 s) and starts the same command again. Backends the autoscaler manages are started here
 too but not restarted: the autoscaler replaces them itself.
 
+If the state directory disappears (removed while the sandbox runs), nothing could find or stop
+these processes any more: the supervisor stops every one of them, then itself.
+
 It keeps what it did in `supervision.json` (the current pid and start time of each process,
 its restarts and how it last ended), which `load_state` lays over the sandbox's records, so
 `status`, `down` and the autoscaler see the processes that run now. `down` stops it first,
@@ -44,6 +47,8 @@ BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 10.0
 STABLE_S = 30.0  # a process that ran this long before it exited starts again without delay
 POLL_S = 0.05
+ORPHAN_CHECK_S = 1.0  # how often it checks that its state directory is still there
+STOP_GRACE_S = 5.0
 REQUEST_TIMEOUT_S = 10.0
 
 
@@ -107,6 +112,14 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        found = folder.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 # -- the client: what `up` and the autoscaler call ------------------------------------------
 
 
@@ -144,6 +157,7 @@ class Supervisor:
         self.state_dir = state_dir
         self.processes: dict[str, Supervised] = {}
         self.stopping = False
+        self._home = _identity(state_dir)
 
     def say(self, message: str) -> None:
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", flush=True)
@@ -246,6 +260,8 @@ class Supervisor:
         self.say(f"started {entry.name} again (pid {entry.pid}, restart {entry.restarts})")
 
     def save(self) -> None:
+        if self.orphaned():
+            return  # nowhere to keep it
         path = self.state_dir / FILE
         candidate = path.with_name(FILE + ".tmp")
         candidate.write_text(json.dumps(
@@ -254,13 +270,43 @@ class Supervisor:
             indent=2))
         os.replace(candidate, path)  # readers never see half a file
 
+    def orphaned(self) -> bool:
+        """The state directory is gone (or another took its place): no `down` can find
+        these processes any more."""
+        return _identity(self.state_dir) != self._home
+
+    def stop_all(self) -> None:
+        """Stop every running child and its group: SIGTERM, then SIGKILL after a grace."""
+        running = [e for e in self.processes.values() if e.process is not None]
+        for entry in running:
+            entry.restart = False
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(entry.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for entry in running:
+            assert entry.process is not None
+            try:
+                entry.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(entry.pid, signal.SIGKILL)
+                entry.process.wait()
+
     def serve(self, listener: socket.socket) -> None:
         selector = selectors.DefaultSelector()
         selector.register(listener, selectors.EVENT_READ)
+        next_orphan_check = time.monotonic() + ORPHAN_CHECK_S
         while not self.stopping:
             for _ in selector.select(timeout=POLL_S):
                 self._answer(listener)
             self.check()
+            if time.monotonic() >= next_orphan_check:
+                next_orphan_check = time.monotonic() + ORPHAN_CHECK_S
+                if self.orphaned():
+                    self.say(f"the state directory {self.state_dir} is gone: stopping "
+                             "everything the sandbox ran")
+                    self.stopping = True
+                    self.stop_all()
 
     def _answer(self, listener: socket.socket) -> None:
         try:
