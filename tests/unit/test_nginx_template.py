@@ -8,6 +8,7 @@ import pytest
 
 from llmfleet.config import validate
 from llmfleet.edge.nginx import (
+    ERROR_PAGE_PREFIX,
     ERROR_PAGES,
     MetricsProxy,
     NginxPaths,
@@ -127,8 +128,10 @@ def test_body_limit_keepalive_off_and_timeouts_follow_the_config(tmp_path):
 def test_edge_errors_are_openai_shaped_json(tmp_path, page):
     name, status, kind, code, _ = page
     text = render_checked(tmp_path, {}, THREE)
-    assert f"error_page {status} = @{name};" in text
-    body = re.search(rf"location @{name} \{{.*?return {status} '(.*?)';", text, re.S).group(1)
+    page_uri = ERROR_PAGE_PREFIX + name
+    assert f"error_page {status} = {page_uri};" in text
+    body = re.search(rf"location = {page_uri} \{{\s*internal;.*?return {status} '(.*?)';",
+                     text, re.S).group(1)
     error = json.loads(body)["error"]
     assert (error["type"], error["code"], error["param"]) == (kind, code, None)
     assert error["message"]

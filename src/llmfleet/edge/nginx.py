@@ -17,10 +17,26 @@ from llmfleet.config import FleetConfig
 from llmfleet.edge.members import Member
 from llmfleet.paths import images_dir
 
-# OpenAI-shaped bodies for the errors nginx itself answers (no backend reached).
+# OpenAI-shaped bodies for the errors nginx itself answers (no backend reached): a request it
+# cannot read, a path or method it does not serve, a body, URI or headers too large, and the
+# fleet's failures. Without them nginx answers its own HTML page.
 ERROR_PAGES = (
+    ("bad_request", 400, "invalid_request_error", "bad_request",
+     "The request could not be read: malformed request line, headers or body framing."),
+    ("not_found", 404, "invalid_request_error", "not_found",
+     "Unknown path; the API is under /v1/."),
+    ("method_not_allowed", 405, "invalid_request_error", "method_not_allowed",
+     "This method is not allowed here."),
     ("too_large", 413, "invalid_request_error", "request_too_large",
      "The request body is larger than this endpoint accepts."),
+    ("uri_too_long", 414, "invalid_request_error", "uri_too_long",
+     "The request URI is too long."),
+    ("headers_too_large", 431, "invalid_request_error", "request_headers_too_large",
+     "The request headers are too large."),
+    ("not_implemented", 501, "invalid_request_error", "not_implemented",
+     "The request uses a transfer encoding or feature this server does not implement."),
+    ("http_version", 505, "invalid_request_error", "http_version_not_supported",
+     "Use HTTP/1.1 or HTTP/1.0."),
     ("bad_gateway", 502, "server_error", "upstream_unavailable",
      "No model server could take the request. Please retry shortly."),
     ("unavailable", 503, "server_error", "service_unavailable",
@@ -28,6 +44,11 @@ ERROR_PAGES = (
     ("gateway_timeout", 504, "server_error", "upstream_timeout",
      "The model server did not answer in time. Please retry shortly."),
 )
+# Statuses nginx uses inside that each page also answers: 494 is its "request header too
+# large", which it would send as a 400 with an HTML page.
+ERROR_PAGE_ALIASES = ((494, "headers_too_large"),)
+# Where the pages are, as internal locations (`/_llmfleet/error/<name>`): from outside, 404.
+ERROR_PAGE_PREFIX = "/_llmfleet/error/"
 
 # The edge admits a burst of at least 5,000 simultaneous clients (students opening the chatbot
 # at the same moment) without refusing any while connecting. Per worker: each request holds two
@@ -132,6 +153,9 @@ def render_nginx_conf(
         worker_connections=worker_connections,
         listen_backlog=listen_backlog,
         error_pages=ERROR_PAGES,
+        error_prefix=ERROR_PAGE_PREFIX,
+        error_page_statuses=[*((page[1], page[0]) for page in ERROR_PAGES),
+                             *ERROR_PAGE_ALIASES],
         status_listen=status_listen,
         busy_listen=busy_listen if config.load_balancing.max_requests_per_node else None,
         serving=any(not u.down for u in upstreams),

@@ -1,0 +1,115 @@
+"""Every refusal nginx makes itself is OpenAI-shaped JSON with the right status, on a real
+nginx: a request it cannot read (400), headers too large (431, e.g. a 50 kB Authorization
+header), a URI too long (414), a method (405) or path (404) it does not serve, a body too
+large (413), a transfer encoding it does not implement (501), an HTTP version it does not speak
+(505), and no model server to take a request (502). Never nginx's HTML page."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from llmfleet.config import validate
+from llmfleet.edge.nginx import ERROR_PAGE_PREFIX
+from llmfleet.local.sandbox import down, up
+from llmfleet.local.sandbox.ports import free_port
+from llmfleet.local.sandbox.processes import wait_until
+
+pytestmark = pytest.mark.integration
+
+HEAD = b"Host: edge\r\nConnection: close\r\n"
+CASES = {
+    "50kB-authorization": (b"GET /v1/models HTTP/1.1\r\n" + HEAD + b"Authorization: Bearer "
+                           + b"k" * 50_000 + b"\r\n\r\n", 431, "request_headers_too_large"),
+    "200-headers-of-1kB": (b"GET /v1/models HTTP/1.1\r\n" + HEAD + b"".join(
+        b"X-Filler-%d: %s\r\n" % (i, b"v" * 1000) for i in range(200)) + b"\r\n",
+        431, "request_headers_too_large"),
+    "garbage-request-line": (b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    "control-byte-in-method": (b"G\x01T /v1/models HTTP/1.1\r\n" + HEAD + b"\r\n",
+                               400, "bad_request"),
+    "no-host": (b"GET /v1/models HTTP/1.1\r\nConnection: close\r\n\r\n", 400, "bad_request"),
+    "bad-content-length": (b"POST /v1/completions HTTP/1.1\r\n" + HEAD
+                           + b"Content-Length: many\r\n\r\n", 400, "bad_request"),
+    "nul-in-header": (b"GET /v1/models HTTP/1.1\r\n" + HEAD + b"X-A: a\x00b\r\n\r\n",
+                      400, "bad_request"),
+    "40kB-uri": (b"GET /v1/" + b"a" * 40_000 + b" HTTP/1.1\r\n" + HEAD + b"\r\n",
+                 414, "uri_too_long"),
+    "trace": (b"TRACE /v1/models HTTP/1.1\r\n" + HEAD + b"\r\n", 405, "method_not_allowed"),
+    "unknown-path": (b"GET /admin HTTP/1.1\r\n" + HEAD + b"\r\n", 404, "not_found"),
+    "internal-auth-path": (b"GET /_llmfleet_auth HTTP/1.1\r\n" + HEAD + b"\r\n",
+                           404, "not_found"),
+    "error-page-path": (b"GET " + ERROR_PAGE_PREFIX.encode() + b"bad_request HTTP/1.1\r\n"
+                        + HEAD + b"\r\n", 404, "not_found"),
+    "2MB-body": (b"POST /v1/chat/completions HTTP/1.1\r\n" + HEAD
+                 + b"Content-Length: 2000000\r\n\r\n", 413, "request_too_large"),
+    "gzip-transfer-encoding": (b"POST /v1/chat/completions HTTP/1.1\r\n" + HEAD
+                               + b"Transfer-Encoding: gzip\r\n\r\n", 501, "not_implemented"),
+    "http-2-request-line": (b"GET /v1/models HTTP/2.0\r\nHost: edge\r\n\r\n",
+                            505, "http_version_not_supported"),
+}
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["keys", "no-keys"])
+def edge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[dict[str, Any]]:
+    state_dir = tmp_path_factory.mktemp("edge-errors")
+    config = validate({"sandbox": {"auth": request.param, "monitoring": False, **{
+        k: free_port() for k in ("edge_port", "base_port", "redis_port", "gateway_port")}}},
+        "test")
+    try:
+        yield up(config, state_dir, edge_port_explicit=True, supervise=False).to_json()
+    finally:
+        down(state_dir)
+
+
+def exchange(endpoint: str, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    address = urlsplit(endpoint)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as conn:
+        conn.sendall(raw)
+        reply = b""
+        try:
+            while chunk := conn.recv(65536):
+                reply += chunk
+        except ConnectionResetError:
+            pass
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split(" ")[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def openai_error(headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    assert b"<html" not in body.lower()
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    return error
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_nginx_refusals_are_openai_shaped_json(edge, case):
+    raw, status, code = CASES[case]
+    answered, headers, body = exchange(edge["endpoint"], raw)
+    assert answered == status, body[:200]
+    assert openai_error(headers, body)["code"] == code
+
+
+def test_no_model_server_to_take_a_request_is_a_json_502(start_sandbox):
+    box = start_sandbox(sandbox={"monitoring": False}, supervise=False)  # backends stay dead
+    for backend in box["backends"]:
+        os.kill(backend["pid"], signal.SIGKILL)
+    key = box["api_key"]
+    raw = (b"GET /v1/models HTTP/1.1\r\n" + HEAD + b"Authorization: Bearer "
+           + key.encode() + b"\r\n\r\n")
+    assert wait_until(lambda: exchange(box["endpoint"], raw)[0] == 502, 10)
+    status, headers, body = exchange(box["endpoint"], raw)
+    assert status == 502
+    assert openai_error(headers, body)["code"] == "upstream_unavailable"
+    assert headers["x-llmfleet-upstream"]  # the sandbox shows which servers were tried
