@@ -305,7 +305,9 @@ def _gateway(config: FleetConfig, place: Placement) -> Service:
               "--redis-url", place.redis_url,
               "--redis-password-file", place.secret_for_service(REDIS_PASSWORD),
               "--lease-port", str(ports.lease),
-              "--lease-ttl", f"{lease_ttl_s(config.load_balancing.read_timeout_s):g}"),
+              "--lease-ttl", f"{lease_ttl_s(config.load_balancing.read_timeout_s):g}",
+              # Which nodes are ready: the fleet's capacity for the edge's queue.
+              "--members-state", place.sync_state_file),
         **_on_loopback(ports.gateway, health="/health"),
         after=("redis",),
         secrets=(REDIS_PASSWORD,),

@@ -133,6 +133,15 @@ class LoadBalancing(Strict):
                     "node the edge answers 429 busy with Retry-After (none: vLLM queues all)")
     busy_retry_after_s: int = Field(5, ge=1, le=3600,
                                     description="the Retry-After of a busy answer, in seconds")
+    # With API keys on (the gateway), requests beyond max_requests_per_node on every node wait
+    # at the edge, in order, for a place, at most this long and this many at once.
+    queue_timeout_s: float = Field(
+        30.0, ge=0, le=600,
+        description="seconds a request may wait at the edge for a place when every node is "
+                    "full, before the busy answer (0: answer busy at once)")
+    queue_depth: int = Field(
+        1000, ge=0, le=1_000_000,
+        description="requests that may wait at the edge at once; the next one is answered busy")
     expose_upstream_header: bool = Field(
         False, description="add x-llmfleet-upstream to responses (debugging; the sandbox sets it)"
     )

@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import RedisError
 
-from llmfleet.config import ConfigError, load_config
+from llmfleet.config import ConfigError, FleetConfig, load_config
+from llmfleet.gateway.admission import Admission, ReadyNodes
 from llmfleet.gateway.http import HttpConnection, close_idle
 from llmfleet.gateway.leases import LeaseListener, lease_ttl_s
 from llmfleet.gateway.server import Gateway, routes
@@ -45,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lease-ttl", type=float, default=None,
                         help="seconds after which an unreleased in-flight slot frees itself "
                              "(default: the config's read timeout and a margin)")
+    parser.add_argument("--members-state", type=Path, default=None,
+                        help="the sync agent's state file: which nodes are ready, for the "
+                             "edge's queue (with load_balancing.max_requests_per_node)")
     return parser.parse_args(argv)
 
 
@@ -67,7 +71,8 @@ async def serve(args: argparse.Namespace) -> None:
     client = aioredis.from_url(args.redis_url, password=password, socket_timeout=timeout,
                                socket_connect_timeout=timeout, decode_responses=False)
     lease_ttl = args.lease_ttl or lease_ttl_s(config.load_balancing.read_timeout_s)
-    gateway = Gateway(limits, client, lease_ttl)
+    admission = edge_queue(config, args.members_state, lease_ttl)
+    gateway = Gateway(limits, client, lease_ttl, admission)
     handler = routes(gateway)
     connections: set[HttpConnection] = set()
     loop = asyncio.get_running_loop()
@@ -81,6 +86,9 @@ async def serve(args: argparse.Namespace) -> None:
     background = [asyncio.create_task(gateway.follow_changes()),
                   asyncio.create_task(gateway.resync_every()),
                   asyncio.create_task(close_idle(connections))]
+    if admission is not None:
+        # Places come back when nginx logs a request's end (the lease port), or when they expire.
+        background.append(asyncio.create_task(admission.keep_moving()))
     log.info("gateway for %s on http://%s:%d (tiers: %s; backlog %d, open files %d)",
              config.stack_name, args.host, args.port, ", ".join(limits.tiers), args.backlog,
              open_files)
@@ -101,6 +109,17 @@ async def serve(args: argparse.Namespace) -> None:
         task.cancel()
     await asyncio.gather(*background, return_exceptions=True)
     await client.aclose()
+
+
+def edge_queue(config: FleetConfig, members_state: Path | None,
+               lease_ttl: float) -> Admission | None:
+    """The edge's queue for a place on the fleet, when nodes have a cap and the sync agent's
+    state says which are ready; else None (nginx's own cap answers busy at once)."""
+    lb = config.load_balancing
+    if lb.max_requests_per_node is None or members_state is None:
+        return None
+    return Admission(ReadyNodes(members_state).count, lb.max_requests_per_node, lb.queue_depth,
+                     lb.queue_timeout_s, lease_ttl, lb.busy_retry_after_s)
 
 
 async def load_every_key(gateway: Gateway) -> None:

@@ -88,3 +88,21 @@ def unavailable(retry_s: float, tier: str = "") -> Answer:
         "x-llmfleet-message": "The API key service is unavailable. Please retry shortly.",
         "x-llmfleet-tier": tier,
     }, reason="redis_unavailable")
+
+
+def with_lease(answer: Answer, token: str) -> Answer:
+    """`answer` holding one more lease token (a place on the fleet beside a key's slot)."""
+    held = answer.headers.get("x-llmfleet-lease")
+    return Answer(answer.status, {**answer.headers,
+                                  "x-llmfleet-lease": f"{token} {held}" if held else token},
+                  answer.reason)
+
+
+def busy(retry_s: int) -> Answer:
+    """Every node is full and the edge's queue is full or waited too long."""
+    return Answer(REFUSED, {
+        "x-llmfleet-deny": "busy",
+        "retry-after": str(retry_s),
+        "x-llmfleet-message": f"The service is busy: every model server is full. Please retry "
+                              f"after {retry_s} seconds.",
+    }, reason="busy")

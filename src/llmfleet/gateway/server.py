@@ -36,6 +36,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from llmfleet.config import FailMode, RateLimits, Tier
 from llmfleet.gateway import answers
+from llmfleet.gateway.admission import PLACE_PREFIX, Admission
 from llmfleet.gateway.answers import Answer
 from llmfleet.gateway.batch import RedisBatcher
 from llmfleet.gateway.http import Handler, Request, response
@@ -98,8 +99,11 @@ class CachedKey:
 class Gateway:
     """Decides admit or refuse for one request; owns the Redis client, cache and fallbacks."""
 
-    def __init__(self, limits: RateLimits, redis_client: aioredis.Redis, lease_ttl_s: float):
+    def __init__(self, limits: RateLimits, redis_client: aioredis.Redis, lease_ttl_s: float,
+                 admission: Admission | None = None):
         self.limits = limits
+        # The edge's queue for a place on the fleet (None: no max_requests_per_node, no queue).
+        self.admission = admission
         self.redis = redis_client
         self.batch = RedisBatcher(redis_client)
         self._tier_args = tier_args(round(lease_ttl_s * 1000), limits.tiers)
@@ -111,6 +115,8 @@ class Gateway:
         self._announced: set[str] = set()  # keys whose announced change is being read
         self.synced = False  # every record has been loaded at least once
         self.metrics.keys.set_function(lambda: len(self.cache))
+        if admission is not None:
+            self.metrics.queue_waiting.set_function(lambda: len(admission.waiting))
         self.local = LocalWindow()
         self.redis_up = True
         self.redis_down_until = 0.0
@@ -373,13 +379,40 @@ class Gateway:
         self._valid_since = time.monotonic()
 
     async def release(self, lease: str) -> None:
-        """A request with an in-flight lease finished: give its slot back."""
-        key_digest, _, member = lease.partition(":")
-        if not member:
-            return
-        # On failure the lease still expires on its own after the longest request time.
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.zrem(LEASES + key_digest, member)
+        """A request with a lease finished: give its place on the fleet and its key's
+        in-flight slot back (a lease holds either or both, space-separated)."""
+        for token in lease.split():
+            if token.startswith(PLACE_PREFIX):
+                if self.admission is not None:
+                    self.admission.leave(token)
+                continue
+            key_digest, _, member = token.partition(":")
+            if not member:
+                continue
+            # On failure the lease still expires on its own after the longest request time.
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.zrem(LEASES + key_digest, member)
+
+    async def queued(self, decided: Answer | Coroutine[Any, Any, Answer]) -> Answer:
+        """An admitted request's place on the fleet: at once when there is room, else after
+        waiting its turn in the edge's queue, else the busy answer."""
+        answer = decided if isinstance(decided, Answer) else await decided
+        if answer.status != answers.ADMIT or self.admission is None:
+            return answer
+        started = time.perf_counter()
+        place = await self.admission.enter()
+        self.metrics.queue_wait_seconds.observe(time.perf_counter() - started)
+        if place is None:
+            self.metrics.queue_refused.inc()
+            return answers.busy(self.admission.retry_after_s)
+        return answers.with_lease(answer, place)
+
+
+def takes_a_place(headers: Mapping[str, str]) -> bool:
+    """Whether the request is model work, which waits for a place on the fleet; listing the
+    models (`/v1/models`) does not."""
+    path = headers.get("x-original-uri", "").partition("?")[0].rstrip("/")
+    return path != "/v1/models"
 
 
 def extract_key(headers: Mapping[str, str]) -> tuple[str | None, str]:
@@ -415,6 +448,8 @@ def routes(gateway: Gateway) -> Handler:
             return response(405, [("Allow", "GET, HEAD")])
         if request.path == "/auth":
             answer = gateway.decide(request.headers)
+            if gateway.admission is not None and takes_a_place(request.headers):
+                return later(gateway.queued(answer))
             return encoded(answer) if isinstance(answer, Answer) else later(answer)
         if request.path == "/health":
             body = json.dumps({"status": "ok", "redis": "up" if gateway.redis_up else "down",
