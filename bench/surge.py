@@ -14,7 +14,7 @@ the burst (read from /proc), the deepest the accept queues of the edge and of th
 backend got (sampled every 50 ms, so a lower bound), and the SYNs the kernel dropped on full
 accept queues during the burst (a machine-wide counter: other work on the machine adds to it).
 
-    .venv/bin/python bench/surge.py [--sizes 1000 2000 5000] [--repeat 2] [--tokens 16]
+    .venv/bin/python bench/surge.py [--sizes 1000 2000 5000] [--repeat 2] [--tokens 16] [--cap N]
 """
 
 from __future__ import annotations
@@ -219,9 +219,13 @@ def served_model(backend_url: str) -> str:
         return json.load(resp)["data"][0]["id"]
 
 
-def bursts(size: int, client: str, path: str, tokens: int) -> Iterator[Row]:
-    """A fresh sandbox, then the same burst twice: cold, then warm."""
-    with sandbox(sandbox=SANDBOX) as box:
+def bursts(size: int, client: str, path: str, tokens: int, cap: int | None) -> Iterator[Row]:
+    """A fresh sandbox, then the same burst twice: cold, then warm. With `cap`, each backend
+    holds at most that many requests and the rest wait in the edge's queue (the direct path has
+    no such cap: it is the baseline)."""
+    balancing = ({"max_requests_per_node": cap, "queue_timeout_s": BURST_TIMEOUT_S / 2,
+                  "queue_depth": 10_000} if cap else {})
+    with sandbox(sandbox=SANDBOX, load_balancing=balancing) as box:
         backends = [b["url"] for b in box["backends"]]
         model = served_model(backends[0])
         key = None
@@ -307,6 +311,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16, help="output tokens per request")
     parser.add_argument("--clients", nargs="+", choices=["hey", "loadgen"],
                         default=["hey", "loadgen"])
+    parser.add_argument("--cap", type=int, default=None,
+                        help="load_balancing.max_requests_per_node on the edge: the rest of a "
+                             "burst waits in the edge's queue (default: no cap)")
     args = parser.parse_args()
     if not all(1 <= size <= 10_000 for size in args.sizes):
         parser.error("--sizes must be from 1 to 10000")
@@ -319,7 +326,7 @@ def main() -> None:
             for _ in range(args.repeat):
                 # Alternate the paths so a drift in the machine's load hits both alike.
                 for path in ("direct", "edge"):
-                    for row in bursts(size, client, path, args.tokens):
+                    for row in bursts(size, client, path, args.tokens, args.cap):
                         rows.append(row)
                         print(line(row), flush=True)
     print(f"\nspread over {args.repeat} fresh sandboxes per setting "
