@@ -24,7 +24,16 @@ CAPACITY_TAG = f"{TAG_PREFIX}capacity"  # spot | on-demand
 # child is "<stem>-drain-interruption" (64 - 8 - 19 = 37 room for the stem).
 NAME_STEM_MAX = 32
 
-SSM_MANAGED_INSTANCE_CORE = "iam::aws:policy/AmazonSSMManagedInstanceCore"
+# What the SSM agent needs for Session Manager and nothing more (AWS's "custom IAM instance
+# profile for Session Manager"); none of these actions takes a resource.
+SESSION_MANAGER = {
+    "Sid": "SessionManagerOnly",
+    "Effect": "Allow",
+    "Action": ["ssm:UpdateInstanceInformation", "ssmmessages:CreateControlChannel",
+               "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
+               "ssmmessages:OpenDataChannel"],
+    "Resource": "*",
+}
 # Root device of Canonical's Ubuntu AMIs, the Deep Learning Base AMI included.
 UBUNTU_ROOT_DEVICE = "/dev/sda1"
 
@@ -89,10 +98,11 @@ def read_fleet(sid: str) -> dict[str, Any]:
 
 
 def instance_role(
-    name: str, tags: dict[str, str], partition: pulumi.Output[str], parent: pulumi.Resource
+    name: str, tags: dict[str, str], parent: pulumi.Resource
 ) -> tuple[aws.iam.Role, aws.iam.InstanceProfile]:
     """An EC2 instance role with SSM Session Manager (the only way in: no SSH, no key pair),
-    and its instance profile. Callers add what the role needs beyond that."""
+    and its instance profile. Callers add what the role needs beyond that; no instance role
+    reads any parameter but the ones its caller names."""
     child = pulumi.ResourceOptions(parent=parent)
     role = aws.iam.Role(
         f"{name}-role",
@@ -100,9 +110,10 @@ def instance_role(
         tags=tags,
         opts=child,
     )
-    aws.iam.RolePolicyAttachment(
-        f"{name}-ssm", role=role.name,
-        policy_arn=partition.apply(lambda p: f"arn:{p}:{SSM_MANAGED_INSTANCE_CORE}"), opts=child)
+    # Not the managed AmazonSSMManagedInstanceCore: it also allows ssm:GetParameter* on every
+    # parameter of the account, every other stack's secrets included.
+    aws.iam.RolePolicy(f"{name}-ssm", role=role.id, policy=policy_document(SESSION_MANAGER),
+                       opts=child)
     profile = aws.iam.InstanceProfile(f"{name}-profile", role=role.name, tags=tags, opts=child)
     return role, profile
 

@@ -83,7 +83,7 @@ class Edge(pulumi.ComponentResource):
             f"{name}-bundle", bucket=bucket.id, key=BUNDLE_KEY, source=bundle_archive(repo_root()),
             tags=tags, opts=child)
 
-        role, profile = instance_role(name, tags, account.partition, self)
+        role, profile = instance_role(name, tags, self)
         aws.iam.RolePolicy(
             f"{name}-fleet",
             role=role.id,

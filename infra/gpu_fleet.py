@@ -78,7 +78,7 @@ class GpuFleet(pulumi.ComponentResource):
         account = Account.current(self)
         tags = {**args.tags, ROLE_TAG: "gpu-node"}
 
-        role, profile = instance_role(name, tags, account.partition, self)
+        role, profile = instance_role(name, tags, self)
         token_parameter = node.token_parameter(args.stack)
         aws.iam.RolePolicy(
             f"{name}-hf-token",

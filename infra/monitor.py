@@ -121,7 +121,7 @@ class Monitor(pulumi.ComponentResource):
             f"{name}-config", bucket=bucket.id, key=monitor_host.CONFIG_KEY, content=bundle,
             content_type="application/json", tags=tags, opts=child)
 
-        role, profile = instance_role(name, tags, account.partition, self)
+        role, profile = instance_role(name, tags, self)
         # Exactly the parameters the instance reads (the Slack and PagerDuty ones when named).
         parameters = [s.parameter for s in monitor_host.secrets(config, password_parameter)]
         policy = aws.iam.RolePolicy(

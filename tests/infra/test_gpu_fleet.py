@@ -134,11 +134,11 @@ def test_node_role_may_use_ssm_read_its_token_and_join_and_leave_its_groups_only
     assert statements(role["assumeRolePolicy"]) == [{
         "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
         "Action": "sts:AssumeRole"}]
-    attached = [r.inputs["policyArn"] for r in mocks.of_type(POLICY_ATTACHMENT)
+    assert not [r for r in mocks.of_type(POLICY_ATTACHMENT)
                 if r.name.startswith("acme-prod-gpu-")]
-    assert attached == ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]
     inline = {r.name: r for r in mocks.of_type(ROLE_POLICY) if r.name.startswith("acme-prod-gpu-")}
-    assert set(inline) == {"acme-prod-gpu-hf-token", "acme-prod-gpu-lifecycle"}
+    assert set(inline) == {"acme-prod-gpu-ssm", "acme-prod-gpu-hf-token",
+                           "acme-prod-gpu-lifecycle"}
     assert statements(inline["acme-prod-gpu-hf-token"].inputs["policy"]) == [{
         "Sid": "ReadTheHuggingFaceToken",
         "Effect": "Allow",

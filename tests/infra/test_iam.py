@@ -1,11 +1,25 @@
 """Every inline IAM policy the program registers, through parliament (an IAM linter that knows
-each action's resource types, ARN formats and condition keys)."""
+each action's resource types, ARN formats and condition keys), and what no role of a stack may
+do: read another stack's secrets."""
 
 from __future__ import annotations
 
+import fnmatch
+import json
+
 import pytest
-from infra_helpers import ALL_STACKS, ROLE_POLICY, stack_config_env
+from infra_helpers import (
+    ACCOUNT_ID,
+    ALL_STACKS,
+    POLICY_ATTACHMENT,
+    REGION,
+    ROLE_POLICY,
+    stack_config_env,
+    statements,
+)
 from parliament import analyze_policy_string
+
+from llmfleet.config import from_pulumi_config_env
 
 
 @pytest.mark.parametrize("stack", ALL_STACKS)
@@ -13,9 +27,43 @@ def test_every_inline_policy_passes_parliament(program, mocks, stack):
     program.run(stack_config_env(stack), stack=stack)
 
     policies = mocks.of_type(ROLE_POLICY)
-    # The GPU node's token and lifecycle rights, the edge's fleet and health rights, the drain
-    # and scaler Lambdas'.
-    assert len(policies) == 7  # and the monitor's
+    # The GPU node's Session Manager, token and lifecycle rights; the edge's Session Manager,
+    # fleet and health rights; the monitor's Session Manager and its own; the drain and scaler
+    # Lambdas'.
+    assert len(policies) == 10
     for policy in policies:
         findings = analyze_policy_string(policy.inputs["policy"]).findings
         assert findings == [], f"{policy.name}: {[(f.issue, f.detail) for f in findings]}"
+
+
+# Every action that reads a parameter's value (GetParameter, GetParameters,
+# GetParametersByPath, GetParameterHistory), written as a role might write it.
+READS_PARAMETERS = ("ssm:GetParameter*", "ssm:*", "*")
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_no_role_reads_a_parameter_that_is_not_this_stacks(program, mocks, stack):
+    program.run(stack_config_env(stack), stack=stack)
+    config = from_pulumi_config_env(stack_config_env(stack), stack)
+    ours = {config.gpu_node.token_parameter(stack), f"/llmfleet/{stack}/scaler-state",
+            config.monitor.grafana_admin_password_parameter
+            or f"/llmfleet/{stack}/grafana-admin-password",
+            config.monitor.slack_webhook_parameter,
+            config.monitor.pagerduty_routing_key_parameter} - {None}
+    allowed = {f"arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter{name}" for name in ours}
+
+    # No managed policy at all: AmazonSSMManagedInstanceCore allows ssm:GetParameter* on "*".
+    assert mocks.of_type(POLICY_ATTACHMENT) == []
+    reading = []
+    for policy in mocks.of_type(ROLE_POLICY):
+        for statement in statements(policy.inputs["policy"]):
+            actions = statement["Action"]
+            actions = [actions] if isinstance(actions, str) else actions
+            if statement["Effect"] == "Allow" and any(
+                    fnmatch.fnmatch("ssm:GetParameter", a) or a in READS_PARAMETERS
+                    or a.startswith("ssm:GetParameter") for a in actions):
+                resources = statement["Resource"]
+                resources = [resources] if isinstance(resources, str) else resources
+                reading.append((policy.name, resources))
+                assert set(resources) <= allowed, (policy.name, json.dumps(statement))
+    assert reading, "no role reads any parameter: the check above saw nothing"
