@@ -43,10 +43,25 @@ def test_every_backend_is_healthy(host, facts: dict[str, Any]):
         assert result.rc == 0, f"{backend['name']} at {backend['url']} is not healthy"
 
 
+# Where an AWS edge runs them (llmfleet.services.EdgePorts).
+DEFAULT_URLS = {"redis": "redis://127.0.0.1:6379/0", "gateway": "http://127.0.0.1:8090"}
+
+
+def component(facts: dict[str, Any], name: str) -> dict[str, Any]:
+    """A component every edge with API keys runs. An edge without keys says so in its facts
+    (`"auth": false`); facts that merely leave it out fail, never skip: a check skipped for a
+    missing entry would pass an edge whose Redis or gateway is missing."""
+    if facts.get("auth", True) is False:
+        pytest.skip(f"the facts say this edge runs without API keys, so without {name}")
+    if name not in facts:
+        pytest.fail(f"the host facts name no {name}: add its url (e.g. "
+                    f'"{name}": {{"url": "{DEFAULT_URLS[name]}"}} on an AWS edge), or '
+                    '"auth": false for an edge without API keys')
+    return facts[name]
+
+
 def test_redis_listens_on_loopback_only_and_wants_a_password(host, facts: dict[str, Any]):
-    if "redis" not in facts:
-        pytest.skip("this edge runs without API keys, so without Redis")
-    port = urlsplit(facts["redis"]["url"]).port
+    port = urlsplit(component(facts, "redis")["url"]).port
     assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
     assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
     probe = (f"import socket; s = socket.create_connection(('127.0.0.1', {port}), 3); "
@@ -55,6 +70,5 @@ def test_redis_listens_on_loopback_only_and_wants_a_password(host, facts: dict[s
 
 
 def test_gateway_answers_its_health_check(host, facts: dict[str, Any]):
-    if "gateway" not in facts:
-        pytest.skip("this edge runs without API keys, so without the gateway")
-    assert host.run(f"python3 -c '{PROBE}' {facts['gateway']['url']}/health").rc == 0
+    url = component(facts, "gateway")["url"]
+    assert host.run(f"python3 -c '{PROBE}' {url}/health").rc == 0

@@ -175,7 +175,10 @@ def redis_with_the_edges_settings(tmp_path: Path) -> Iterator[tuple[list[str], i
     binary = shutil.which("redis-server") or shutil.which("redis-server", path="/usr/sbin")
     assert binary, "redis-server is not installed (scripts/bootstrap.sh installs it)"
     if not package_conf.is_file():
-        pytest.skip("no packaged /etc/redis/redis.conf to start from")
+        pytest.fail("no packaged /etc/redis/redis.conf to start from: run ./scripts/bootstrap.sh "
+                    "(or 'sudo apt-get install -y redis-server'; if it was installed before and "
+                    "the file removed, 'sudo apt-get install --reinstall -o "
+                    "Dpkg::Options::=--force-confmiss redis-server')")
     password = "test-only-password"
     auth = tmp_path / "llmfleet-auth.conf"
     auth.write_text(f"requirepass {password}\n")

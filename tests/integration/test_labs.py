@@ -29,7 +29,9 @@ def address(component: dict) -> str:
     return component["url"].removeprefix("http://")
 
 
-def test_lab1_twenty_concurrent_requests_through_least_conn_reach_both_backends(start_sandbox):
+def test_lab1_twenty_concurrent_requests_reach_both_backends(start_sandbox):
+    # Any of nginx's strategies spreads simultaneous requests over two idle backends; what
+    # least_conn does that round-robin does not is tests/integration/test_balancing.py's.
     box = start_sandbox(sandbox=FAST)
     report = run_load_sync(LoadSpec(url=box["endpoint"], api_key=box["api_key"], requests=20,
                                     concurrency=20, output_tokens="fixed:16", max_duration_s=60))
@@ -37,7 +39,6 @@ def test_lab1_twenty_concurrent_requests_through_least_conn_reach_both_backends(
     logs = [b["log"] for b in box["backends"]]
     assert wait_until(lambda: sum(len(served_requests(log)) for log in logs) == 20, 10)
     counts = [len(served_requests(log)) for log in logs]
-    # least_conn spreads 20 simultaneous requests evenly over two idle backends.
     assert min(counts) >= 5, counts
 
 
@@ -72,18 +73,19 @@ def test_lab2_killed_backend_traffic_moves_to_the_survivor(start_sandbox, capsys
               f"plain requests after the kill: {after.ok}/40 ok in {moved_within:.1f} s")
 
 
-def test_streaming_is_not_buffered_ttft_through_nginx_matches_direct(start_sandbox, capsys):
-    box = start_sandbox(sandbox={**FAST, "backends": 1})
-    workload = {"requests": 30, "concurrency": 1, "output_tokens": "fixed:100",
-                "prompt_tokens": "fixed:64", "max_duration_s": 60}
-    direct = run_load_sync(LoadSpec(url=box["backends"][0]["url"], **workload))
-    edge = run_load_sync(LoadSpec(url=box["endpoint"], api_key=box["api_key"], **workload))
-    assert direct.ok == edge.ok == 30
-    added_ms = (edge.ttft_p50_s - direct.ttft_p50_s) * 1000
+def test_streaming_is_not_buffered_the_first_token_arrives_long_before_the_last(
+        start_sandbox, capsys):
+    # At an L4's pace (28 ms a token) an 8-token answer takes about a quarter of a second and
+    # is about 2.5 kB of events: less than one of nginx's buffers (4 kB). Buffered, it would
+    # all arrive at once when the last token is out, first token and last together.
+    box = start_sandbox(sandbox={"backends": 1})
+    edge = run_load_sync(LoadSpec(url=box["endpoint"], api_key=box["api_key"], requests=10,
+                                  concurrency=1, output_tokens="fixed:8",
+                                  prompt_tokens="fixed:64", max_duration_s=60))
+    assert edge.ok == 10
     with capsys.disabled():
-        print(f"\n[ttft] median direct {direct.ttft_p50_s * 1000:.2f} ms, through nginx "
-              f"{edge.ttft_p50_s * 1000:.2f} ms (+{added_ms:.2f} ms); "
-              f"latency {edge.latency_p50_s * 1000:.0f} ms")
-    # Buffered, the first token would arrive with the last, a whole generation later.
-    assert added_ms < 5
-    assert edge.ttft_p50_s < 0.2 * edge.latency_p50_s
+        print(f"\n[ttft] through nginx: median first token {edge.ttft_p50_s * 1000:.1f} ms, "
+              f"last {edge.latency_p50_s * 1000:.1f} ms")
+    # Unbuffered, the first token comes after a fifth of the answer's time. What nginx adds to
+    # the first token is a measurement, not a test: bench/edge_overhead.py.
+    assert edge.ttft_p50_s < 0.5 * edge.latency_p50_s

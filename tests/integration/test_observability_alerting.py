@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -216,7 +215,6 @@ def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
 def test_a_slow_backend_pages_slack_through_prometheus_and_alertmanager_then_resolves(
         start_sandbox, slack):
     fake, webhook_file = slack
-    started = time.monotonic()
     report = start_sandbox(
         # The gateway is not under test here: no API keys needed.
         sandbox={"backends": 1, "time_scale": 0.1, "auth": False},
@@ -249,4 +247,3 @@ def test_a_slow_backend_pages_slack_through_prometheus_and_alertmanager_then_res
         assert resolved["color"] == "good"
     finally:
         traffic.stop()
-    assert time.monotonic() - started < 60

@@ -36,6 +36,10 @@ def test_defaults_are_least_conn_with_the_seeds_upstream_settings():
         ({"fleet": {"instance_types": [{"type": "g5.xlarge", "weight": 0}]}},
          "fleet.instance_types[0].weight", "greater than or equal to 1"),
         ({"fleet": {"instance_types": []}}, "fleet.instance_types", "at least 1 item"),
+        # Twice, even with different weights: which weight would nginx and the fleet use?
+        ({"fleet": {"instance_types": [{"type": "g5.xlarge"}, {"type": "g4dn.xlarge"},
+                                       {"type": "g5.xlarge", "weight": 2}]}},
+         "fleet", "lists a type twice: ['g5.xlarge', 'g4dn.xlarge', 'g5.xlarge']"),
         ({"fleet": {"min_size": 3, "desired": 1, "max_size": 2}}, "fleet",
          "min_size <= desired <= max_size"),
         ({"fleet": {"spot": "sometimes"}}, "fleet.spot", "valid boolean"),

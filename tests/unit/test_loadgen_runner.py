@@ -294,7 +294,9 @@ def test_hanging_server_run_stops_at_max_duration(fake: Callable[..., FakeVLLM])
     report = run_load_sync(spec)
     elapsed = time.monotonic() - started
 
-    assert 0.9 <= elapsed < 2.5
+    # Not before the deadline; the bound above only has to tell the deadline (1 s) from the
+    # request timeout (30 s), so a busy machine cannot break it.
+    assert 0.9 <= elapsed < 10
     assert report.stopped_by_deadline and not report.all_ok
     assert report.total_requests == 3  # only the in-flight ones; no new ones after the deadline
     assert report.errors_by_status == {"deadline": 3}
@@ -306,10 +308,10 @@ def test_per_request_timeout(fake: Callable[..., FakeVLLM]) -> None:
     spec = spec_for(server, requests=2, concurrency=2, timeout_s=0.3, max_duration_s=20.0)
     started = time.monotonic()
     report = run_load_sync(spec)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 10  # the timeout (0.3 s), not max_duration (20 s)
     assert report.errors_by_status == {"timeout": 2}
     assert not report.stopped_by_deadline
-    assert all(0.25 <= r.latency_s < 2.0 for r in report.records)
+    assert all(0.25 <= r.latency_s < 10 for r in report.records)
 
 
 def test_ramp_spreads_client_starts(fake: Callable[..., FakeVLLM]) -> None:

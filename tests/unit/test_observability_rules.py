@@ -10,7 +10,13 @@ import yaml
 
 from llmfleet.config import FleetConfig, validate
 from llmfleet.observability.prometheus import promtool
-from llmfleet.observability.rules import ALERT_NAMES, ALERTS, alert_rules, render_rules
+from llmfleet.observability.rules import (
+    ALERT_NAMES,
+    ALERTS,
+    alert_rules,
+    recording_rules,
+    render_rules,
+)
 from llmfleet.paths import repo_root
 
 PROMTOOL_TESTS = Path(__file__).parent / "promtool" / "alerts_test.yml"
@@ -52,6 +58,49 @@ def test_the_promtool_tests_have_a_firing_and_a_quiet_case_for_every_alert():
     firing = {c["alertname"] for c in cases if c["exp_alerts"]}
     quiet = {c["alertname"] for c in cases if not c["exp_alerts"]}
     assert firing == quiet == ISSUE_ALERTS
+
+
+AGGREGATION = re.compile(r"\b(sum|max|min|avg|count|quantile|histogram_quantile|topk|bottomk)\b"
+                         r"|\b(or|and|unless)\b")
+
+
+def aggregates_or_has_alternatives(expr: str, recorded: dict[str, list[str]]) -> bool:
+    """Whether `expr`, or a recording rule it reads (at any depth), aggregates series or
+    combines alternatives: what a case with a single node and source cannot tell apart."""
+    if AGGREGATION.search(expr):
+        return True
+    return any(name in expr and any(aggregates_or_has_alternatives(e, recorded) for e in exprs)
+               for name, exprs in recorded.items())
+
+
+def sources(test: dict) -> int:
+    """How many distinct nodes or scrape targets a promtool test's input series come from."""
+    labels = [series_labels(series["series"]) for series in test["input_series"]]
+    return max(len({found.get(name) for found in labels} - {None}) for name in ("node", "instance"))
+
+
+def series_labels(series: str) -> dict[str, str]:
+    return dict(re.findall(r'(\w+)="([^"]*)"', series))
+
+
+def test_alerts_that_aggregate_have_cases_with_several_nodes_or_sources_firing_and_quiet():
+    # A single node or source cannot tell sum from max, a pooled ratio from one per source, or
+    # either side of an `or` from the other.
+    recorded: dict[str, list[str]] = {}
+    for rule in recording_rules(FleetConfig()):
+        recorded.setdefault(rule["record"], []).append(rule["expr"])
+    aggregating = {name for name, rule in by_name(FleetConfig()).items()
+                   if aggregates_or_has_alternatives(rule["expr"], recorded)}
+    assert aggregating >= {"LLMFleetQueueBacklog", "LLMFleetRedisDown", "LLMFleetHighP99Latency"}
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for test in yaml.safe_load(PROMTOOL_TESTS.read_text())["tests"]:
+        if sources(test) < 2:
+            continue
+        for case in test.get("alert_rule_test", []):
+            (firing if case["exp_alerts"] else quiet).add(case["alertname"])
+    assert aggregating - firing == set(), "no firing case with several nodes or sources"
+    assert aggregating - quiet == set(), "no quiet case with several nodes or sources"
 
 
 def test_thresholds_and_durations_come_from_the_config():

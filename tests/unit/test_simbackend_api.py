@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -238,6 +239,70 @@ def test_metrics_endpoint_counts_requests(server: ServerThread, http: requests.S
     before = successes()
     http.post(f"{server.base_url}/v1/chat/completions", json=chat(max_tokens=2), timeout=10)
     assert successes() == before + 1
+
+
+def test_requests_are_recorded_with_their_headers_for_loopback_readers(
+    server: ServerThread, http: requests.Session
+) -> None:
+    http.get(f"{server.base_url}/health", timeout=10)
+    http.get(f"{server.base_url}/metrics", timeout=10)
+    r = http.post(f"{server.base_url}/v1/chat/completions", json=chat(max_tokens=1), timeout=10,
+                  headers={"X-Request-Id": "rec-1", "Authorization": "Bearer sk-test",
+                           "X-Custom": "one"})
+    assert r.status_code == 200
+    recorded = http.get(f"{server.base_url}/_sim/requests", timeout=10).json()["requests"]
+    last = recorded[-1]
+    assert (last["request_id"], last["method"], last["path"]) == (
+        "rec-1", "POST", "/v1/chat/completions")
+    assert ["Authorization", "Bearer sk-test"] in last["headers"]
+    assert ["X-Custom", "one"] in last["headers"]
+    # Probes, scrapes and reads of the simulator's own state are not requests to record.
+    assert not {"/health", "/metrics", "/_sim/requests"} & {r["path"] for r in recorded}
+
+
+def test_only_the_latest_requests_are_kept() -> None:
+    from llmfleet.local.simbackend.server import RECENT_REQUESTS
+
+    with ServerThread(SETTINGS) as srv, requests.Session() as http:
+        http.trust_env = False
+        for i in range(RECENT_REQUESTS + 5):
+            http.get(f"{srv.base_url}/version", headers={"X-Request-Id": f"r{i}"}, timeout=10)
+        recorded = http.get(f"{srv.base_url}/_sim/requests", timeout=10).json()["requests"]
+    assert [r["request_id"] for r in recorded] == [f"r{i}" for i in range(5, RECENT_REQUESTS + 5)]
+
+
+@pytest.mark.parametrize(
+    ("remote", "loopback"),
+    [("127.0.0.1", True), ("127.8.9.1", True), ("::1", True), ("::ffff:127.0.0.1", True),
+     ("10.0.0.5", False), ("192.168.1.2", False), ("::ffff:10.0.0.5", False),
+     ("fe80::1%eth0", False), ("", False), (None, False)],
+)
+def test_the_recorded_headers_are_shown_to_loopback_peers_only(remote, loopback) -> None:
+    from llmfleet.local.simbackend.server import from_loopback
+
+    assert from_loopback(remote) is loopback
+
+
+def test_a_peer_from_another_machine_gets_403_not_the_headers() -> None:
+    from unittest import mock
+
+    from aiohttp.test_utils import make_mocked_request
+
+    from llmfleet.local.simbackend.openai_api import APIError
+    from llmfleet.local.simbackend.server import build_app, requests_handler
+
+    app = build_app(SETTINGS)
+    for peer, allowed in ((("10.0.0.5", 4000), False), (("127.0.0.1", 4000), True)):
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = lambda name, default=None, peer=peer: (
+            peer if name == "peername" else default)
+        request = make_mocked_request("GET", "/_sim/requests", app=app, transport=transport)
+        if allowed:
+            assert asyncio.run(requests_handler(request)).status == 200
+        else:
+            with pytest.raises(APIError) as refused:
+                asyncio.run(requests_handler(request))
+            assert refused.value.status == 403
 
 
 # -- errors ----------------------------------------------------------------------------------

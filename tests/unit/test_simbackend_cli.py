@@ -117,7 +117,8 @@ def test_sigterm_drains_short_streams_and_cuts_long_ones(spawn) -> None:
             for line in long_lines:
                 assert line != b"data: [DONE]"
     assert backend.proc.wait(timeout=10) == 0
-    assert time.monotonic() - started < 4
+    # The drain's 1.5 s and the cancel, not the long stream's 20 s.
+    assert time.monotonic() - started < 10
     records = [r for r in map(parse_access_log_line, backend.log.read_text().splitlines()) if r]
     assert sorted(r["finish_reason"] for r in records) == ["abort", "length"]
 

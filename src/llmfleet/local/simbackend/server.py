@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import math
 import os
 import random
@@ -20,7 +21,7 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,8 @@ KEEPALIVE_TIMEOUT_S = 5.0  # uvicorn's (and so vLLM's) default keep-alive
 CANCEL_GRACE_S = 0.25
 # Paths left out of the access log: scraped/probed every few seconds, they would drown it.
 QUIET_PATHS = frozenset({"/health", "/metrics"})
+# How many of the latest requests `GET /_sim/requests` shows, headers included.
+RECENT_REQUESTS = 1000
 
 LogSink = Callable[[str], None]
 
@@ -154,6 +157,9 @@ class SimBackend:
     open_streams: int = 0
     in_flight: int = 0  # generation requests between submit and their last byte
     hung_requests: int = 0  # requests held by the hang fault right now
+    # The latest requests as they arrived, headers and all (`GET /_sim/requests`): what a
+    # proxy in front forwarded, e.g. that no client's API key reached the model server.
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
 
     def choose_output(self, req: GenerationRequest) -> tuple[int, str]:
         """How many tokens to generate and the finish reason once they are out.
@@ -230,6 +236,14 @@ async def _frontend(
         "path": request.path,
     }
     request[LOG_FIELDS] = fields
+    if not _is_quiet(request):
+        backend.recent.append({
+            "request_id": request[REQUEST_ID],
+            "method": request.method,
+            "path": request.path,
+            # Pairs, not a mapping: a header sent twice shows twice.
+            "headers": [[name, value] for name, value in request.headers.items()],
+        })
     try:
         response = await handler(request)
     except APIError as exc:
@@ -260,11 +274,16 @@ def _http_exception(exc: web.HTTPException) -> web.Response:
     return _error(exc.status, exc.reason)
 
 
+def _is_quiet(request: web.Request) -> bool:
+    # Probes, scrapes and reading the simulator's own state are neither logged nor recorded.
+    path = request.path
+    return path in QUIET_PATHS or (path.startswith("/_sim/") and request.method == "GET")
+
+
 def _log_request(
     backend: SimBackend, request: web.Request, fields: dict[str, Any], status: int, started: float
 ) -> None:
-    path = request.path
-    if path in QUIET_PATHS or (path.startswith("/_sim/") and request.method == "GET"):
+    if _is_quiet(request):
         return
     backend.by_status[status] += 1
     fields["status"] = status
@@ -459,6 +478,24 @@ async def _stats(request: web.Request) -> web.Response:
     return _json(request.app[BACKEND].stats())
 
 
+def from_loopback(remote: str | None) -> bool:
+    """Whether a peer address is this machine's loopback (127.0.0.0/8, ::1, v4-mapped)."""
+    try:
+        address = ipaddress.ip_address((remote or "").split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+async def requests_handler(request: web.Request) -> web.Response:
+    # Headers carry secrets when a proxy in front leaks them: only this machine may read them,
+    # also when the simulator listens on every interface.
+    if not from_loopback(request.remote):
+        raise APIError(403, "/_sim/requests answers loopback clients only.")
+    return _json({"requests": list(request.app[BACKEND].recent)})
+
+
 # -- assembly --------------------------------------------------------------------------------
 
 
@@ -500,6 +537,7 @@ def build_app(
     app.router.add_get("/_sim/fault", _get_fault)
     app.router.add_post("/_sim/fault", _set_fault)
     app.router.add_get("/_sim/stats", _stats)
+    app.router.add_get("/_sim/requests", requests_handler)
     app.on_response_prepare.append(_stamp_headers)
     app.on_startup.append(_start_engine)
     app.on_shutdown.append(_drain)
