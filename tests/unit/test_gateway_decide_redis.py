@@ -20,9 +20,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from llmfleet.cli import main as cli_main
 from llmfleet.config import RateLimits, Tier
 from llmfleet.gateway.answers import ADMIT, REFUSED, UNAUTHORIZED, Answer
-from llmfleet.gateway.keys import CHANGED, RECORD, KeyStore, digest
+from llmfleet.gateway.keys import CHANGED, RECORD, BadExport, KeyStore, digest, parse_export
 from llmfleet.gateway.server import Gateway
 from llmfleet.local.sandbox.ports import free_port
 
@@ -337,3 +338,60 @@ def test_without_redis_each_tier_gets_its_fail_mode_then_shared_limits_return(
             REFUSED]
 
     asyncio.run(scenario())
+
+
+# -- backups: keys export and import ---------------------------------------------------------
+
+def test_an_export_imported_into_an_empty_redis_lets_every_key_in_again(redis_port, store,
+                                                                         redis_db, tmp_path):
+    keys = {tier: store.create(f"client-{tier}", tier)[0] for tier in ("free", "enterprise")}
+    capped, _ = store.create("capped-client", "paid", requests=1)
+    revoked, _ = store.create("gone", "paid")
+    store.revoke(revoked)
+    backup = tmp_path / "keys.jsonl"
+    assert cli_main(["keys", "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
+                     "export", "--output", str(backup)]) == 0
+    assert all(k not in backup.read_text() for k in (*keys.values(), capped, revoked))
+    assert oct(backup.stat().st_mode & 0o777) == "0o600"
+
+    redis_db.flushall()  # the edge's Redis, new and empty
+    assert cli_main(["keys", "--redis-url", f"redis://127.0.0.1:{redis_port}/0",
+                     "import", str(backup)]) == 0
+
+    async def scenario() -> None:
+        subject = gateway(redis_port)
+        await subject.load_keys()
+        for key in keys.values():
+            assert (await decide(subject, key)).status == ADMIT
+        assert (await decide(subject, revoked)).status == UNAUTHORIZED
+        # The per-key override came along: one request, then the limit.
+        assert (await decide(subject, capped)).status == ADMIT
+        assert refusal(await decide(subject, capped)) == "rate_limited"
+        await subject.redis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_an_import_keeps_records_already_there_unless_told_to_overwrite(store):
+    key, _ = store.create("acme", "free")
+    lines = store.export()
+    store.set_tier(key, "paid")
+
+    assert store.import_records(parse_export(lines, set(TIERS))).kept == 1
+    assert store.find(key).tier == "paid"
+    result = store.import_records(parse_export(lines, set(TIERS)), overwrite=True)
+    assert (result.replaced, store.find(key).tier) == (1, "free")
+
+
+@pytest.mark.parametrize(("line", "problem"), [
+    ('{"digest": "sk-lf-abc"}', "digest = 'sk-lf-abc'; a SHA-256 digest"),
+    ('{"digest": "' + "a" * 64 + '", "client": "x", "tier": "gold", "created": 1, '
+     '"revoked": false}', "tier = 'gold'; a configured tier"),
+    ('{"digest": "' + "a" * 64 + '", "client": "x", "tier": "free", "created": 1, '
+     '"revoked": false, "requests": 0}', "requests = 0; a whole number of at least 1"),
+    ("not json", "line 1: not JSON"),
+])
+def test_a_bad_export_line_is_named_and_nothing_is_written(store, line, problem):
+    with pytest.raises(BadExport, match=problem.replace("(", r"\(")):
+        store.import_records(parse_export([line], set(TIERS)))
+    assert store.list() == []

@@ -1,4 +1,4 @@
-"""`llmfleet keys ...`: create, list, revoke and re-tier API keys.
+"""`llmfleet keys ...`: create, list, revoke and re-tier API keys; export and import them.
 
 By default it talks to the running sandbox's Redis (the caller hands in how to reach it). Any
 other Redis works with --redis-url (on AWS: through an SSM port forward to the edge, see
@@ -17,7 +17,7 @@ from pathlib import Path
 import redis
 
 from llmfleet.config import load_config
-from llmfleet.gateway.keys import KeyRecord, KeyStore, UnknownKey
+from llmfleet.gateway.keys import KeyRecord, KeyStore, UnknownKey, parse_export
 
 # The running sandbox's key store, for when no --redis-url is given; it raises LookupError
 # with what to do when there is no sandbox to talk to.
@@ -53,6 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     set_tier.add_argument("key", help="the key, or its id from `keys list`")
     set_tier.add_argument("tier")
 
+    export = actions.add_parser(
+        "export", help="every key record as JSON lines (digests, never keys): a backup")
+    export.add_argument("--output", type=Path, help="write here (default: standard output)")
+
+    imports = actions.add_parser(
+        "import", help="key records from `keys export` into this Redis; each key then works")
+    imports.add_argument("file", type=Path, help="a `keys export` file ('-': standard input)")
+    imports.add_argument("--overwrite", action="store_true",
+                         help="replace records already here (default: keep them)")
+
 
 def run(args: argparse.Namespace, default_store: DefaultStore) -> int:
     try:
@@ -82,7 +92,15 @@ def run(args: argparse.Namespace, default_store: DefaultStore) -> int:
         elif args.action == "set-tier":
             record = store.set_tier(args.key, args.tier)
             print(f"{record.id} (client {record.client}) is now on tier {record.tier}")
-    except (UnknownKey, ValueError, LookupError) as error:
+        elif args.action == "export":
+            _export(store, args.output)
+        elif args.action == "import":
+            text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
+            records = parse_export(text.splitlines(), store.tiers)
+            result = store.import_records(records, overwrite=args.overwrite)
+            print(f"imported {len(records)} key records: {result.added} added, "
+                  f"{result.replaced} replaced, {result.kept} kept as they were")
+    except (UnknownKey, ValueError, LookupError, OSError) as error:
         print(f"llmfleet keys: {error}", file=sys.stderr)
         return 2
     except redis.exceptions.RedisError as error:
@@ -100,6 +118,20 @@ def _store(args: argparse.Namespace, default_store: DefaultStore) -> KeyStore:
         password = args.redis_password_file.read_text().strip()
     config = load_config(args.config).config
     return KeyStore.connect(args.redis_url, password, set(config.rate_limits.tiers))
+
+
+def _export(store: KeyStore, output: Path | None) -> None:
+    lines = store.export()
+    text = "".join(line + "\n" for line in lines)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    # A backup holds digests only, still nobody else's business: owner-only, written whole.
+    partial = output.with_name(output.name + ".partial")
+    partial.touch(mode=0o600)
+    partial.write_text(text)
+    partial.replace(output)
+    print(f"exported {len(lines)} key records to {output}", file=sys.stderr)
 
 
 def _check_overrides(args: argparse.Namespace) -> None:

@@ -9,10 +9,12 @@ which is what lets it judge any valid key while Redis is down.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 
 import redis
 
@@ -67,6 +69,75 @@ class KeyRecord:
 
 class UnknownKey(LookupError):
     """No key matches; the message says which id or key was asked for."""
+
+
+class BadExport(ValueError):
+    """A line of a key export that cannot be imported; the message names line, field, value
+    and what is allowed."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    added: int
+    replaced: int
+    kept: int  # already there and left as it was (without overwrite)
+
+
+def export_line(record: KeyRecord) -> str:
+    """One record as a JSON line: its digest and fields, never a key (none is stored)."""
+    return json.dumps(asdict(record), sort_keys=True)
+
+
+def parse_export(lines: Iterable[str], tiers: set[str]) -> list[KeyRecord]:
+    """Every record of an export, all checked before any is written."""
+    records, seen = [], set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            raise BadExport(f"line {number}: not JSON") from None
+        if not isinstance(data, dict):
+            raise BadExport(f"line {number}: a JSON object per line is expected")
+        record = _record_of(data, number, tiers)
+        if record.digest in seen:
+            raise BadExport(f"line {number}: digest {key_id(record.digest)}... appears twice")
+        seen.add(record.digest)
+        records.append(record)
+    return records
+
+
+def _record_of(data: dict, number: int, tiers: set[str]) -> KeyRecord:
+    def bad(field: str, allowed: str) -> BadExport:
+        return BadExport(f"line {number}: {field} = {data.get(field)!r}; {allowed}")
+
+    if not isinstance(data.get("digest"), str) or not re.fullmatch(r"[0-9a-f]{64}",
+                                                                   data["digest"]):
+        raise bad("digest", "a SHA-256 digest (64 lower-case hex digits), never a raw key")
+    client = data.get("client")
+    if not isinstance(client, str) or not client or len(client) > 128 or not client.isprintable():
+        raise bad("client", "1-128 printable characters")
+    if data.get("tier") not in tiers:
+        raise bad("tier", "a configured tier: " + ", ".join(sorted(tiers)))
+    if not isinstance(data.get("created"), int | float):
+        raise bad("created", "seconds since the epoch")
+    if not isinstance(data.get("revoked"), bool):
+        raise bad("revoked", "true or false")
+    if not isinstance(data.get("hint", ""), str):
+        raise bad("hint", "text")
+    for name in OVERRIDES:
+        value = data.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise bad(name, "a whole number of at least 1, or null")
+    unknown = set(data) - {"digest", "client", "tier", "created", "revoked", "hint",
+                           *OVERRIDES}
+    if unknown:
+        raise BadExport(f"line {number}: unknown fields {sorted(unknown)}")
+    return KeyRecord(data["digest"], client, data["tier"], float(data["created"]),
+                     data["revoked"], data.get("hint", ""),
+                     *(data.get(name) for name in OVERRIDES))
 
 
 class KeyStore:
@@ -133,6 +204,37 @@ class KeyStore:
         record = self.find(key_or_id)
         self._update(record.digest, {"tier": tier})
         return self.find(record.digest)
+
+    def export(self) -> list[str]:
+        """Every record as a JSON line (`export_line`), oldest first."""
+        return [export_line(record) for record in self.list()]
+
+    def import_records(self, records: list[KeyRecord], *, overwrite: bool = False
+                       ) -> ImportResult:
+        """Write `records` (checked by `parse_export`), announcing each so every gateway reads
+        it; one already here is kept as it is unless `overwrite`."""
+        present = self.redis.smembers(INDEX)
+        added = replaced = kept = 0
+        with self.redis.pipeline(transaction=True) as pipe:
+            for record in records:
+                if record.digest in present and not overwrite:
+                    kept += 1
+                    continue
+                fields = {"client": record.client, "tier": record.tier,
+                          "created": repr(record.created),
+                          "revoked": "1" if record.revoked else "0", "hint": record.hint}
+                fields.update({n: str(getattr(record, n)) for n in OVERRIDES
+                               if getattr(record, n) is not None})
+                pipe.delete(RECORD + record.digest)
+                pipe.hset(RECORD + record.digest, mapping=fields)
+                pipe.sadd(INDEX, record.digest)
+                pipe.publish(CHANGED, record.digest)
+                if record.digest in present:
+                    replaced += 1
+                else:
+                    added += 1
+            pipe.execute()
+        return ImportResult(added, replaced, kept)
 
     def _update(self, key_digest: str, fields: dict[str, str]) -> None:
         with self.redis.pipeline(transaction=True) as pipe:
