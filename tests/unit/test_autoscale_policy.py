@@ -198,6 +198,71 @@ def test_adaptive_does_not_shrink_below_what_the_running_requests_need():
     assert run(obs, config("adaptive")).total == 3
 
 
+# -- ours: the arrival trend and slo_utilisation ---------------------------------------------
+# Defaults: the trend compares the arrival rate over the last 60 s with its mean over 600 s
+# (their middles 270 s apart) and projects it scale_out_lead_s (420 s) ahead; the load so
+# projected is planned at slo_utilisation (0.5), the load now at target_utilisation (0.8).
+# Without a trend (no Windows.arrivals_rps_in) everything is planned at 80 %, as above.
+
+def trending(nodes: tuple[Node, ...], *, now_rps: float | None, mean_rps: float | None,
+             running_min: float | None = None, running_max: float = 0.0,
+             covered: float = 3600.0) -> Observations:
+    return Observations(
+        now=NOW, nodes=nodes, waiting=0.0, running=sum(n.running for n in nodes),
+        windows=Windows(covered, 0.0, 0.0, 0.0, running_max, running_min,
+                        arrivals_rps_in=mean_rps),
+        node_concurrency=64, arrivals_rps=now_rps)
+
+
+@pytest.mark.parametrize(("now_rps", "mean_rps", "covered", "lead", "expected", "why"), [
+    # 60 running on 2 x 64 is below 50 %; arrivals 10/s against 8/s over 600 s: x1.31 by the
+    # time a new node serves, 78.7 running, above 2 x 64 x 0.5.
+    (10.0, 8.0, 3600.0, 420.0, 3, "rising: a node before the queue"),
+    (10.0, 10.0, 3600.0, 420.0, 2, "flat: 60 fit in 2 nodes at 50 %"),
+    (10.0, None, 3600.0, 420.0, 2, "no trend measured: 60 fit in 2 nodes at 80 %"),
+    (None, 8.0, 3600.0, 420.0, 2, "no arrival rate: no trend"),
+    (10.0, 8.0, 599.0, 420.0, 2, "less history than the 600 s window: no trend"),
+    (10.0, 8.0, 3600.0, 0.0, 2, "scale_out_lead_s 0: no projection, 60 fit at 50 %"),
+])
+def test_adaptive_buys_nodes_ahead_of_rising_arrivals(now_rps, mean_rps, covered, lead,
+                                                       expected, why):
+    obs = trending(ready(2, 30), now_rps=now_rps, mean_rps=mean_rps, running_min=60.0,
+                   running_max=60.0, covered=covered)
+    decision = run(obs, config("adaptive", scale_out_lead_s=lead), state(2))
+    assert decision.total == expected, why
+    if expected == 3:
+        assert "arrivals x1.31 ahead" in decision.reason
+
+
+@pytest.mark.parametrize(("now_rps", "mean_rps", "peak", "running", "expected", "why"), [
+    # 3 nodes of 64: 2 hold 102.4 running at 80 %, 64 at 50 %.
+    (10.0, 10.0, 70.0, 60.0, 3, "flat: the window's peak of 70 needs 3 nodes at 50 %"),
+    (9.0, 10.0, 70.0, 60.0, 2, "falling: x0.83 ahead, 58 running fit in 2 nodes at 50 %"),
+    (6.0, 10.0, 70.0, 60.0, 2, "falling fast: x0 ahead (never below 0)"),
+    (6.0, 10.0, 150.0, 110.0, 3, "falling fast, but the 110 running now do not fit in 2 "
+                                 "nodes at 80 %"),
+    (6.0, 10.0, 150.0, 90.0, 2, "falling fast: the peak of 150 is history, the 90 running "
+                                "now fit in 2 nodes at 80 %"),
+    (10.0, 10.0, 150.0, 90.0, 3, "flat: the peak of 150 counts"),
+    (10.0, 10.0, 50.0, 45.0, 2, "flat: 50 running fit in 2 nodes at 50 %"),
+    (14.0, 10.0, 50.0, 45.0, 3, "rising: x1.44 ahead, 72 running do not fit in 2 nodes at 50 %"),
+    (14.0, None, 50.0, 45.0, 2, "no trend measured: the peak of 50 fits in 2 nodes at 80 %"),
+    (14.0, None, 110.0, 45.0, 3, "no trend measured: the peak of 110 does not"),
+])
+def test_adaptive_lets_nodes_go_when_arrivals_fall_and_keeps_them_while_they_rise(
+        now_rps, mean_rps, peak, running, expected, why):
+    obs = trending(ready(3, running / 3), now_rps=now_rps, mean_rps=mean_rps,
+                   running_max=peak)
+    assert run(obs, config("adaptive"), state(3)).total == expected, why
+
+
+def test_a_slo_utilisation_above_the_target_leaves_the_load_now_to_the_target():
+    # 110 running on 2 x 64, flat: above 80 % of 128 (102.4): 3 nodes; planning the projected
+    # load at 100 % would not ask for the third.
+    obs = trending(ready(2, 55), now_rps=10.0, mean_rps=10.0, running_min=110.0)
+    assert run(obs, config("adaptive", slo_utilisation=1.0), state(2)).total == 3
+
+
 # -- spot and on-demand ----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("nodes", "st", "on_demand", "why"), [

@@ -113,6 +113,7 @@ def test_a_request_that_waited_past_the_timeout_is_given_up_not_served():
 def test_one_fixed_node_misses_the_slo_badly_on_the_surge():
     result = simulate(fleet("fixed:1"), load_trace("surge"), CALM)
     assert result.slo_attainment < 0.2
+    assert result.slo_attainment <= result.ttft_attainment < 0.2
     assert result.failed["gave up waiting for a first token"] > result.requests / 2
     assert result.scale_events == 0 and result.peak_nodes == 1
 
@@ -120,6 +121,7 @@ def test_one_fixed_node_misses_the_slo_badly_on_the_surge():
 def test_a_flat_load_below_one_node_meets_the_slo_on_one_node():
     result = simulate(fleet("seed"), flat(1.0), CALM)
     assert result.slo_attainment >= 0.95
+    assert result.ttft_attainment == 1.0  # the misses are long answers, not a queue
     assert result.failed == {} and result.served == result.requests > 1500
     assert result.scale_events == 0 and result.peak_nodes == 1
     assert result.p99_ttft_s < 2.0
@@ -139,6 +141,20 @@ def test_adaptive_adds_nodes_during_the_surge_and_removes_them_after():
     assert shrunk and shrunk[-1] <= 3
     assert result.peak_nodes >= 10
     assert result.slo_attainment > 0.6
+
+
+def test_on_a_steady_ramp_adaptive_buys_ahead_of_the_trend_and_keeps_batches_small():
+    # 1 -> 10 requests/s over an hour, then 20 minutes held: each new node serves 7 minutes
+    # after it is asked for. Planning the load now at 80 % (no trend, no headroom) is late
+    # all the way up and runs full batches.
+    rows = [(i * 60.0, 1.0 + 9.0 * i / 60) for i in range(61)]
+    ramp = Trace("ramp", (*rows, (80 * 60.0, 0.0)))
+    ours = simulate(fleet("adaptive"), ramp, CALM)
+    late = simulate(fleet("adaptive", autoscaling={
+        "policy": "adaptive", "slo_utilisation": 0.8, "scale_out_lead_s": 0}), ramp, CALM)
+    assert ours.slo_attainment > late.slo_attainment + 0.1
+    assert ours.cost_usd <= late.cost_usd
+    assert any("ahead" in event.reason for event in ours.scale_log)
 
 
 def test_the_seed_rule_adds_one_node_a_minute():
@@ -236,6 +252,18 @@ def test_windows_take_the_minimum_queue_per_ready_node_and_the_maximum_fleet_que
     assert history.arrivals_rps(20.0) == 10.0
 
 
+def test_windows_give_the_arrival_rate_over_the_scale_in_window_for_the_trend():
+    config = fleet("adaptive", autoscaling={"policy": "adaptive", "scale_out_after_s": 10,
+                                            "scale_in_after_s": 30})
+    history = History(config.autoscaling)
+    # 2 requests/s until t 20, then 6/s.
+    for t, arrived in [(0, 0), (5, 10), (10, 20), (15, 30), (20, 40), (25, 70), (30, 100)]:
+        history.scrape(t, [_Node(NodeState.READY, 0, 1)], arrived=arrived)
+    assert history.arrivals_rps(30.0) == 6.0  # (20, 30]: 25 and 30
+    assert history.windows(30.0).arrivals_rps_in == 3.6  # (0, 30]: (100 - 10) / 25
+    assert history.observations(30.0, []).arrivals_rps == 6.0
+
+
 def test_queued_counts_what_the_scheduler_left_waiting_not_arrivals_mid_step():
     env = simpy.Environment()
     spec = get_preset("t4")
@@ -258,8 +286,8 @@ def test_simulate_prints_json_with_the_figures(tmp_path, capsys):
     assert main(["simulate", "--trace", str(trace), "--policy", "fixed:max", "--max-nodes",
                  "2", "--seed", "3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    for key in ("slo_attainment", "p99_latency_s", "gpu_hours", "cost_usd", "requests",
-                "scale_events"):
+    for key in ("slo_attainment", "ttft_attainment", "p99_latency_s", "gpu_hours",
+                "cost_usd", "requests", "scale_events"):
         assert key in data
     assert data["policy"] == "fixed:2" and data["peak_nodes"] == 2 and data["seed"] == 3
     assert 400 < data["requests"] < 800
@@ -270,6 +298,7 @@ def test_simulate_text_summary(capsys):
                  "--min-nodes", "1"]) == 0
     out = capsys.readouterr().out
     assert "spiky with seed" in out and "within SLO" in out and "USD" in out
+    assert "first token" in out
 
 
 def test_simulate_names_the_bad_line_of_a_trace_file(tmp_path, capsys):

@@ -14,7 +14,11 @@ Policies, chosen by `autoscaling.policy`:
   booting nodes as capacity on the way, reacts to a big surge after the short panic window,
   scales out on utilisation before a queue forms, wakes a fleet at zero when requests
   arrive, and scales in one ready node at a time (the least busy, which drains first) after
-  the cooldown, only when the window's peak load fits in one node fewer.
+  the cooldown, only when the window's peak load fits in one node fewer. Every size it
+  plans covers the requests on the fleet now at `target_utilisation`, and, when the source
+  measures the arrival trend, the same scaled by that trend over the time a new node takes
+  to serve (`scale_out_lead_s`) at `slo_utilisation`: a rising day buys nodes before the
+  queue, a falling one lets them go, and a steady one keeps room in every batch.
 - `fixed:N`: N nodes, for comparison.
 Every policy stays within the fleet's bounds, never scales in on missing data, and covers
 spot capacity that is not ready after a grace period with on-demand nodes.
@@ -64,6 +68,10 @@ class Windows:
     waiting_max_in: float | None = None  # max over scale_in_after_s, whole fleet
     running_max_in: float | None = None  # max over scale_in_after_s, whole fleet
     running_min_out: float | None = None  # min over scale_out_after_s, whole fleet
+    # Requests per second reaching the edge, the mean over scale_in_after_s: against
+    # `Observations.arrivals_rps` (the last scale_out_after_s) it gives the arrival trend.
+    # None: no trend; the policy plans the load now, at target_utilisation alone.
+    arrivals_rps_in: float | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,8 @@ class PolicySettings:
     panic_after_s: float
     panic_factor: float
     target_utilisation: float
+    slo_utilisation: float
+    scale_out_lead_s: float
     cooldown_s: float
     max_step: int
     spot_grace_s: float
@@ -114,7 +124,8 @@ class PolicySettings:
             policy=a.policy, fixed_size=a.fixed_size, queue_threshold=a.queue_threshold,
             scale_out_after_s=a.scale_out_after_s, scale_in_after_s=a.scale_in_after_s,
             panic_after_s=a.panic_after_s, panic_factor=a.panic_factor,
-            target_utilisation=a.target_utilisation, cooldown_s=a.cooldown_s,
+            target_utilisation=a.target_utilisation, slo_utilisation=a.slo_utilisation,
+            scale_out_lead_s=a.scale_out_lead_s, cooldown_s=a.cooldown_s,
             max_step=a.max_step, spot_grace_s=a.spot_grace_s,
             min_size=config.fleet.min_size, max_size=config.fleet.max_size,
             spot=config.fleet.spot, on_demand_min=config.on_demand.min_size,
@@ -211,18 +222,22 @@ def _adaptive(obs: Observations, s: PolicySettings, state: ScalerState,
              and w.queue_per_node_min_panic >= s.panic_factor * s.queue_threshold)
     sustained = (_covers(w, s.scale_out_after_s) and w.queue_per_node_min_out is not None
                  and w.queue_per_node_min_out > s.queue_threshold)
-    busy = _busy(obs, s.scale_out_after_s, s.target_utilisation)
+    plan = _Plan.of(obs, s)
+    busy = (_covers(w, s.scale_out_after_s) and w.running_min_out is not None and serving > 0
+            and bool(obs.node_concurrency) and plan.nodes(w.running_min_out) > serving)
     if busy and not (panic or sustained):
         # Before a queue forms: a new node serves minutes after it is asked for, and a queue
-        # that forms meanwhile costs every request behind it.
-        needed = _nodes_for_backlog(obs, s.target_utilisation)
+        # that forms meanwhile costs every request behind it. The window's least load, so
+        # that one busy scrape does not buy a node.
+        assert w.running_min_out is not None
+        needed = plan.nodes(w.running_min_out)
         add = min(needed - max(current, serving + on_the_way), s.max_step, high - current)
         if add > 0:
             return _Change(current + add, f"{w.running_min_out:g} running for "
-                                          f"{s.scale_out_after_s:g} s is above "
-                                          f"{s.target_utilisation:.0%} of {serving} nodes: +{add}")
+                                          f"{s.scale_out_after_s:g} s{plan.text()} needs "
+                                          f"{needed} nodes, {serving} ready: +{add}")
     if panic or sustained:
-        needed = _nodes_for_backlog(obs, s.target_utilisation)
+        needed = plan.nodes((obs.running or 0.0) + (obs.waiting or 0.0))
         # Booting nodes, and nodes asked for but not launched yet, are capacity on the way:
         # ask only for what they do not cover.
         add = needed - max(current, serving + on_the_way)
@@ -230,7 +245,8 @@ def _adaptive(obs: Observations, s: PolicySettings, state: ScalerState,
             add = 1  # the estimate says enough, yet the queue stays: one more, as the seed
         add = min(add, s.max_step, high - current)
         why = (f"queue {'surge' if panic else 'above'} {_queue_text(w, panic)} per node; "
-               f"backlog needs {needed} nodes, {serving} ready + {on_the_way} booting")
+               f"backlog{plan.text()} needs {needed} nodes, {serving} ready + {on_the_way} "
+               "booting")
         if add <= 0:
             return _Change(current, why + (f"; at the maximum {high}" if current >= high
                                            else ": enough on the way"))
@@ -248,11 +264,13 @@ def _adaptive(obs: Observations, s: PolicySettings, state: ScalerState,
     ready = [n for n in obs.nodes if n.state is NodeState.READY]
     if not ready:
         return _Change(current, "no queue, but no ready node to take out")
-    # Fits in one node fewer at the planned utilisation, or do not shrink.
+    # The window's peak fits in one node fewer as planned (on a rising day the trend makes
+    # it bigger), or do not shrink. While arrivals fall the peak is history: what runs now
+    # must fit at target_utilisation, the peak as the trend shrinks it at slo_utilisation.
     if obs.node_concurrency and w.running_max_in is not None and (
-            w.running_max_in > (serving - 1) * obs.node_concurrency * s.target_utilisation):
-        return _Change(current, f"no queue, but {w.running_max_in:g} running would not fit in "
-                                f"{serving - 1} nodes")
+            plan.nodes(w.running_max_in, now=obs.running) > serving - 1):
+        return _Change(current, f"no queue, but {w.running_max_in:g} running{plan.text()} "
+                                f"would not fit in {serving - 1} nodes")
     # The least busy node: it drains (finishes what it runs) before it goes, and an edge
     # that spreads requests evenly seldom leaves a node idle. On-demand first: it costs more.
     victim = min(ready, key=lambda n: (n.group is not Group.ON_DEMAND, n.running,
@@ -301,22 +319,61 @@ def _primary(state: ScalerState, s: PolicySettings) -> int:
     return state.spot if s.spot else state.on_demand
 
 
-def _nodes_for_backlog(obs: Observations, utilisation: float) -> int:
-    demand = (obs.running or 0.0) + (obs.waiting or 0.0)
-    per_node = obs.node_concurrency or max((n.running for n in obs.nodes
-                                            if n.state is NodeState.READY), default=0.0)
-    if per_node <= 0:
-        return obs.count(NodeState.READY) + 1
-    return math.ceil(demand / (per_node * utilisation))
+@dataclass(frozen=True)
+class _Plan:
+    """How many nodes a load of requests (running and waiting) needs: what is on the fleet
+    now at `target_utilisation`, and what the arrival trend makes of it by the time a node
+    asked for now serves at `slo_utilisation`, whichever needs more.
+
+    The trend is the arrival rate over the last scale_out_after_s against its mean over
+    scale_in_after_s (their middles (in - out) / 2 apart), projected scale_out_lead_s ahead:
+    on a rising day nodes come before the queue and are not taken out, on a falling one the
+    load expected is smaller and nodes go. With no trend measured (a source without
+    `Windows.arrivals_rps_in`, a history shorter than scale_in_after_s, no arrivals) the
+    load is planned as it is, at target_utilisation alone."""
+
+    per_node: float  # requests one ready node runs when full; 0: not known
+    serving: int
+    target: float
+    slo: float
+    trend: float  # arrivals expected scale_out_lead_s from now, over arrivals now
+
+    @classmethod
+    def of(cls, obs: Observations, s: PolicySettings) -> _Plan:
+        # Not measured yet: the busiest node's running count, which is at most its capacity.
+        per_node = obs.node_concurrency or max((n.running for n in obs.nodes
+                                                if n.state is NodeState.READY), default=0.0)
+        trend = _trend(obs, s)
+        # Headroom is bought for the load expected, and only the trend tells what that is:
+        # without it the fleet would keep the headroom through every decline.
+        slo = s.target_utilisation if trend is None else s.slo_utilisation
+        return cls(per_node, obs.count(NodeState.READY), s.target_utilisation, slo,
+                   1.0 if trend is None else trend)
+
+    def nodes(self, load: float, now: float | None = None) -> int:
+        """Nodes for `load`; `now`, when given, is the load at this moment where `load` is a
+        window's peak: it stands for the peak in the first term while arrivals fall."""
+        if self.per_node <= 0:
+            return self.serving + 1
+        current = load if now is None or self.trend >= 1.0 else now
+        on_now = current / (self.per_node * self.target)
+        ahead = load * self.trend / (self.per_node * self.slo)
+        # A hair below a whole number is that number: 0.3 / 0.1 is 2.9999999999999996.
+        return math.ceil(max(on_now, ahead) - 1e-9)
+
+    def text(self) -> str:
+        return "" if self.trend == 1.0 else f" (arrivals x{self.trend:.2f} ahead)"
 
 
-def _busy(obs: Observations, window_s: float, utilisation: float) -> bool:
-    """The fleet ran above the planned utilisation for the whole scale-out window."""
+def _trend(obs: Observations, s: PolicySettings) -> float | None:
+    """Arrivals expected scale_out_lead_s from now over arrivals now; None when not known."""
     w = obs.windows
-    serving = obs.count(NodeState.READY)
-    return bool(_covers(w, window_s) and w.running_min_out is not None and serving
-                and obs.node_concurrency
-                and w.running_min_out > serving * obs.node_concurrency * utilisation)
+    now, mean_in = obs.arrivals_rps, w.arrivals_rps_in
+    apart_s = (s.scale_in_after_s - s.scale_out_after_s) / 2
+    if not now or mean_in is None or apart_s <= 0 or not _covers(w, s.scale_in_after_s):
+        return None
+    slope = (now - mean_in) / apart_s
+    return max(0.0, 1.0 + slope * s.scale_out_lead_s / now)
 
 
 def _least_busy(obs: Observations) -> str | None:

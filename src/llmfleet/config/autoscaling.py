@@ -35,7 +35,21 @@ class Autoscaling(Strict):
     panic_factor: float = Field(2.0, ge=1, le=100)
     target_utilisation: float = Field(
         0.8, gt=0, le=1,
-        description="adaptive: the share of a node's measured concurrency to plan for")
+        description="adaptive: the share of a node's measured concurrency to plan for the "
+                    "requests on the fleet now")
+    # A node runs every sequence in its batch one token per step, and each sequence in the
+    # batch slows the step: on a full T4 a long answer no longer ends within 30 s. Planning
+    # the load that will be there once a new node serves at a lower share keeps batches
+    # smaller. 0.5: on the bench (docs/autoscaling.md) surge stays below the seed's cost and
+    # spiky keeps its SLO; lower buys diurnal's long answers at a steep price.
+    slo_utilisation: float = Field(
+        0.5, gt=0, le=1,
+        description="adaptive: the share of a node's measured concurrency to plan for the "
+                    "load expected scale_out_lead_s from now (the arrival trend)")
+    scale_out_lead_s: float = Field(
+        420.0, ge=0, le=3600,
+        description="adaptive: how long a node asked for now takes to serve (boot, image "
+                    "pull, model load); the arrival trend is projected this far ahead")
     cooldown_s: float = Field(
         300.0, ge=0, le=86_400, description="no scale-in this long after a scale-out")
     max_step: int = Field(8, ge=1, le=1000, description="nodes one decision may add")

@@ -6,7 +6,8 @@ into the `Windows` the policy reads, as the sandbox's PromQL and AWS's CloudWatc
   its minimum over the scale-out and panic windows;
 - the fleet's waiting and running requests: their maximum over the scale-in window, and the
   running requests' minimum over the scale-out window;
-- requests arriving per second over the scale-out window (what wakes a fleet at zero).
+- requests arriving per second over the scale-out window (what wakes a fleet at zero) and
+  over the scale-in window (against the first, the arrival trend).
 
 A window takes the samples in (now - window, now]. The waiting count is vLLM's gauge, which
 holds what its scheduler could not admit (`NodeEngine.queued`). `node_concurrency` is
@@ -62,11 +63,13 @@ class History:
             waiting_max_in=self._over(now, s.scale_in_after_s, 2, max),
             running_max_in=self._over(now, s.scale_in_after_s, 3, max),
             running_min_out=self._over(now, s.scale_out_after_s, 3, min),
+            arrivals_rps_in=self.arrivals_rps(now, s.scale_in_after_s),
         )
 
-    def arrivals_rps(self, now: float) -> float | None:
-        window = [sample for sample in self._samples
-                  if sample[0] > now - self._scaling.scale_out_after_s + 1e-9]
+    def arrivals_rps(self, now: float, window_s: float | None = None) -> float | None:
+        """Requests arrived per second over the window (default: the scale-out window)."""
+        window_s = self._scaling.scale_out_after_s if window_s is None else window_s
+        window = [sample for sample in self._samples if sample[0] > now - window_s + 1e-9]
         if len(window) < 2 or window[-1][0] <= window[0][0]:
             return None
         return (window[-1][4] - window[0][4]) / (window[-1][0] - window[0][0])

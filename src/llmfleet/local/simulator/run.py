@@ -174,6 +174,8 @@ class _Simulation:
             failed=dict(outcomes.failed),
             retried=outcomes.retried,
             slo_attainment=outcomes.within_slo / outcomes.arrived if outcomes.arrived else 1.0,
+            ttft_attainment=(outcomes.first_token_in_time / outcomes.arrived
+                             if outcomes.arrived else 1.0),
             p50_latency_s=percentile(latencies, 50) if latencies else None,
             p99_latency_s=percentile(latencies, 99) if latencies else None,
             p99_ttft_s=percentile(outcomes.ttfts, 99) if outcomes.ttfts else None,
