@@ -273,10 +273,22 @@ def _cost(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(estimate.as_dict(), indent=2))
         return EXIT_OK
-    print(f"{config.stack_name}: USD per hour (per month), without data transfer")
-    for scale in (estimate.minimum, estimate.typical, estimate.maximum):
-        print(f"  {scale.scale:<8} {scale.gpu_units:>3} GPU units  {scale.usd_per_hour:8.3f} "
-              f"({scale.usd_per_month:,.0f})")
+    rate = estimate.pkr_per_usd
+    scheduled = estimate.on_share < 1
+    print(f"{config.stack_name}: USD per hour, and per month in USD and PKR (at {rate:g} PKR "
+          "per USD), without data transfer")
+    if scheduled:
+        print(f"  off-hours ({config.off_hours.time_zone}: stop {config.off_hours.stop!r}, "
+              f"start {config.off_hours.start!r}): GPU nodes up {estimate.on_share:.0%} of "
+              "the week")
+    for scale in estimate.scales:
+        month = scale.usd_per_month
+        text = (f"  {scale.scale:<8} {scale.gpu_units:>3} GPU units  {scale.usd_per_hour:8.3f}/h"
+                f"  {month:9,.0f} USD {month * rate:12,.0f} PKR a month")
+        if scheduled:
+            on = scale.usd_per_month_on(estimate.on_share)
+            text += f";  with off-hours {on:9,.0f} USD {on * rate:12,.0f} PKR"
+        print(text)
         for line in scale.lines:
             if line.count:
                 print(f"      {line.count:>7g} x {line.item:<56} {line.usd_per_hour:8.4f}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmfleet.config import validate
-from llmfleet.local.cost import HOURS_PER_MONTH, estimate_hourly_cost
+from llmfleet.local.cost import HOURS_PER_MONTH, estimate_hourly_cost, on_share
 
 PRICES = {
     "on_demand": {"g6.xlarge": 0.8, "g5.xlarge": 1.0, "t3.small": 0.02},
@@ -14,6 +14,10 @@ PRICES = {
     "public_ipv4_hour": 0.005,
     "gp3_gib_month": 0.073,  # 0.0001 per GiB-hour
 }
+
+
+# The scaler's CloudWatch metrics at the default intervals (sync 10 s, a decision a minute).
+CLOUDWATCH = (5 * 0.30 / HOURS_PER_MONTH + 360 * 0.01 / 1000 + 60 * 5 * 0.01 / 1000)
 
 
 def _config(**sections):
@@ -38,13 +42,18 @@ def test_typical_scale_prices_the_cheapest_type_per_unit_plus_the_always_on_part
         "g5.xlarge (spot, spot group)": (2, 1.0),
         "g6.xlarge (on-demand fallback, always on)": (1, 0.8),
         "t3.small (edge, on-demand)": (1, 0.02),
-        # 3 running GPU nodes + 1 in the warm pool, 100 GiB each, + the edge's 20.
-        "gp3 GiB (GPU nodes running and in the warm pool, edge)": (420, 0.042),
-        # The edge's EIP and each running GPU node (no NAT, so they have public addresses).
-        "public IPv4 addresses": (4, 0.02),
+        # 3 running GPU nodes, 100 GiB each; 1 in the warm pool and the edge's 20.
+        "gp3 GiB (running GPU nodes)": (300, 0.03),
+        "gp3 GiB (the warm pool's stopped nodes, edge)": (120, 0.012),
+        # The edge's EIP, and each running GPU node (no NAT, so they have public addresses).
+        "public IPv4 addresses (edge, monitor)": (1, 0.005),
+        "public IPv4 addresses (GPU nodes)": (3, 0.015),
+        # 5 metrics (1.50 a month), a put every 10 s, 5 metrics read a minute.
+        "CloudWatch: the fleet's load for the scaler": (1, round(CLOUDWATCH, 6)),
     }
-    assert typical.usd_per_hour == pytest.approx(1.882)
-    assert typical.usd_per_month == pytest.approx(1.882 * HOURS_PER_MONTH)
+    assert CLOUDWATCH * HOURS_PER_MONTH == pytest.approx(1.5 + 2.628 + 2.19)
+    assert typical.usd_per_hour == pytest.approx(1.882 + CLOUDWATCH)
+    assert typical.usd_per_month == pytest.approx((1.882 + CLOUDWATCH) * HOURS_PER_MONTH)
 
 
 def test_at_minimum_only_the_always_on_parts_remain():
@@ -53,10 +62,11 @@ def test_at_minimum_only_the_always_on_parts_remain():
     assert minimum.gpu_units == 0
     assert [line.item for line in minimum.lines] == [
         "t3.small (edge, on-demand)",
-        "gp3 GiB (GPU nodes running and in the warm pool, edge)",
-        "public IPv4 addresses",
+        "gp3 GiB (the warm pool's stopped nodes, edge)",
+        "public IPv4 addresses (edge, monitor)",
+        "CloudWatch: the fleet's load for the scaler",
     ]
-    assert minimum.usd_per_hour == pytest.approx(0.02 + 20 * 0.0001 + 0.005)
+    assert minimum.usd_per_hour == pytest.approx(0.02 + 20 * 0.0001 + 0.005 + CLOUDWATCH)
 
 
 def test_nat_adds_the_gateway_and_takes_the_nodes_public_addresses_away():
@@ -64,7 +74,8 @@ def test_nat_adds_the_gateway_and_takes_the_nodes_public_addresses_away():
 
     lines = {line.item: line for line in maximum.lines}
     assert lines["NAT gateway (before data processing)"].usd_per_hour == 0.045
-    assert lines["public IPv4 addresses"].count == 1
+    assert lines["public IPv4 addresses (edge, monitor)"].count == 1
+    assert "public IPv4 addresses (GPU nodes)" not in lines
     assert maximum.gpu_units == 8
 
 
@@ -83,9 +94,14 @@ def test_a_type_without_a_price_names_the_key_to_add():
 
 
 def test_the_estimate_serialises_for_a_cli():
-    as_dict = estimate_hourly_cost(_config()).as_dict()
-    assert set(as_dict) == {"min", "typical", "max"}
-    assert as_dict["typical"]["usd_per_hour"] == 1.882
+    as_dict = estimate_hourly_cost(_config(prices={**PRICES, "pkr_per_usd": 300})).as_dict()
+    assert set(as_dict) == {"min", "typical", "max", "on_share", "pkr_per_usd"}
+    assert as_dict["typical"]["usd_per_hour"] == round(1.882 + CLOUDWATCH, 4)
+    assert as_dict["typical"]["pkr_per_month"] == round((1.882 + CLOUDWATCH) * HOURS_PER_MONTH
+                                                        * 300)
+    # No schedule: the month is the month.
+    assert as_dict["on_share"] == 1
+    assert as_dict["typical"]["usd_per_month_scheduled"] == as_dict["typical"]["usd_per_month"]
 
 
 def test_the_monitor_adds_its_instance_its_disks_and_without_nat_an_address():
@@ -97,7 +113,29 @@ def test_the_monitor_adds_its_instance_its_disks_and_without_nat_an_address():
     assert lines["t4g.small (monitor, on-demand)"] == (1, 0.0168)  # the built-in price
     assert lines["gp3 GiB (monitor: root and Prometheus' volume)"] == (40, 0.004)
     # No GPU node at the minimum: the edge's EIP and the monitor's address.
-    assert lines["public IPv4 addresses"] == (2, 0.01)
+    assert lines["public IPv4 addresses (edge, monitor)"] == (2, 0.01)
     with_nat = estimate_hourly_cost(
         _config(monitor=monitor, on_demand=idle, network={"nat": True})).minimum
-    assert {line.item: line.count for line in with_nat.lines}["public IPv4 addresses"] == 1
+    assert {line.item: line.count for line in with_nat.lines}[
+        "public IPv4 addresses (edge, monitor)"] == 1
+
+
+@pytest.mark.parametrize(("stop", "start", "hours_up_a_week"), [
+    ("0 23 * * *", "0 7 * * MON-FRI", 5 * 16),  # nights, and Friday night to Monday morning
+    ("0 22 * * *", "0 8 * * *", 7 * 14),
+    ("30 18 * * 1-5", "0 9 * * 1-5", 5 * 9.5),  # office hours; the weekend stays off
+])
+def test_the_schedule_gives_the_share_of_the_week_the_gpus_are_up(stop, start, hours_up_a_week):
+    config = _config(off_hours={"time_zone": "Asia/Karachi", "stop": stop, "start": start})
+    assert on_share(config.off_hours) == pytest.approx(hours_up_a_week / 168)
+
+
+def test_off_hours_take_the_gpu_lines_away_and_leave_the_rest():
+    config = _config(off_hours={"stop": "0 23 * * *", "start": "0 7 * * MON-FRI"})
+    estimate = estimate_hourly_cost(config)
+    typical = estimate.typical
+    follows = sum(line.usd_per_hour for line in typical.lines if line.follows_schedule)
+    stays = typical.usd_per_hour - follows
+    assert follows == pytest.approx(1.0 + 0.8 + 0.03 + 0.015)  # GPU nodes, disks, addresses
+    assert typical.usd_per_month_on(estimate.on_share) == pytest.approx(
+        HOURS_PER_MONTH * (stays + follows * 80 / 168))

@@ -23,8 +23,10 @@ def test_stack_files_load_as_pulumi_hands_them_to_the_program():
 def test_cost_prints_min_typical_and_max(capsys):
     assert main(["cost", str(STACKS / "Pulumi.startup-prod.yaml"), "--json"]) == 0
     estimate = json.loads(capsys.readouterr().out)
-    assert set(estimate) == {"min", "typical", "max"}
-    assert set(estimate["min"]) == {"gpu_units", "usd_per_hour", "usd_per_month", "lines"}
+    assert set(estimate) == {"min", "typical", "max", "on_share", "pkr_per_usd"}
+    assert set(estimate["min"]) == {"gpu_units", "usd_per_hour", "usd_per_month",
+                                    "pkr_per_month", "usd_per_month_scheduled",
+                                    "pkr_per_month_scheduled", "lines"}
     assert set(estimate["min"]["lines"][0]) == {"item", "count", "usd_per_hour"}
     assert 0 < estimate["min"]["usd_per_hour"] <= estimate["typical"]["usd_per_hour"] \
         <= estimate["max"]["usd_per_hour"]

@@ -329,6 +329,9 @@ class Prices(Strict):
     nat_gateway_hour: Usd = NAT_GATEWAY_USD_HOUR
     public_ipv4_hour: Usd = Field(0.005, description="per public IPv4 address, EIP too")
     gp3_gib_month: Usd = Field(0.08, description="EBS gp3 storage per GiB-month")
+    # The cost report's second currency; rates move, so a stack sets the day's.
+    pkr_per_usd: float = Field(280.0, gt=0, le=100_000,
+                               description="Pakistani rupees per US dollar, for `llmfleet cost`")
 
     @field_validator("on_demand", "spot", mode="before")
     @classmethod
