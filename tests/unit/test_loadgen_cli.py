@@ -140,12 +140,14 @@ def test_flags_that_do_not_fit_together_exit_2(
 
 def test_ctrl_c_prints_the_partial_report_and_writes_the_picture(tmp_path: Path) -> None:
     picture = tmp_path / "partial.png"
+    saved = tmp_path / "partial.jsonl"
     env = {**os.environ, "LLMFLEET_STATE_DIR": str(tmp_path / "no-sandbox")}
     env.pop("LLMFLEET_API_KEY", None)
     with serve(FakeVLLM("hang")) as server:
         command = [sys.executable, "-m", "llmfleet.cli", "load", "--url", server.url,
                    "--model", "m", "--request-rate", "50", "--arrival", "constant", "-n", "40",
-                   "--max-duration", "60", "--json", "--plot", str(picture)]
+                   "--max-duration", "60", "--json", "--plot", str(picture),
+                   "--save-records", str(saved)]
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env) as process:
             try:
@@ -161,3 +163,36 @@ def test_ctrl_c_prints_the_partial_report_and_writes_the_picture(tmp_path: Path)
     assert sum(b["started"] for b in report["timeline"]) == report["total_requests"]
     assert "llmfleet load: interrupted (Ctrl-C): the report is partial" in err
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert len(lines) == report["total_requests"]
+    assert {line["status"] for line in lines} == {"interrupted"}
+
+
+def test_a_run_saves_its_records_and_picture_and_counts_goodput(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMFLEET_STATE_DIR", str(tmp_path / "no-sandbox"))
+    picture, saved = tmp_path / "run.png", tmp_path / "run.jsonl"
+    with serve(FakeVLLM(token_delay_s=0.002, upstreams=["127.0.0.1:8001"])) as server:
+        args = parser().parse_args(
+            ["--url", server.url, "-n", "12", "-c", "3", "--output-tokens", "uniform:1-9",
+             "--slo", "ttft=10s,tpot=1s,e2e=20s", "--json", "--plot", str(picture),
+             "--save-records", str(saved)])  # fmt: skip
+        assert run(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["ok"], report["good"]) == (12, 12)
+    assert report["request_goodput"] == pytest.approx(report["ok_requests_per_s"])
+    png = picture.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    lines = [json.loads(line) for line in saved.read_text().splitlines()]
+    assert [line["index"] for line in lines] == list(range(12))
+    fields = {"start_s", "ttft_s", "end_s", "prompt_tokens", "output_tokens", "status",
+              "error", "backend"}
+    assert all(fields <= line.keys() for line in lines)
+    assert {(line["status"], line["error"], line["backend"]) for line in lines} == {
+        (200, None, "127.0.0.1:8001")}
+    assert all(0 <= line["start_s"] < line["start_s"] + line["ttft_s"] <= line["end_s"]
+               for line in lines)
+    assert sum(line["output_tokens"] for line in lines) == report["output_tokens_total"]
+    # A token per chunk: one gap fewer than the tokens of each answer.
+    assert all(len(line["itl_s"]) == line["output_tokens"] - 1 for line in lines)

@@ -269,6 +269,33 @@ def test_a_profile_run_follows_the_trace(fake: Callable[..., FakeVLLM]) -> None:
     assert "profile burst at time scale 0.1" in report.render_text()
 
 
+def test_after_stop_requests_in_flight_finish_and_nothing_more_starts(
+    fake: Callable[..., FakeVLLM],
+) -> None:
+    # Each answer streams 10 tokens 50 ms apart: 0.5 s, well inside the 2 s of grace.
+    server = fake(token_delay_s=0.05)
+    spec = spec_for(server, request_rate=20, arrival="constant", requests=50,
+                    output_tokens="fixed:10")
+
+    async def main() -> LoadReport:
+        stop = asyncio.Event()
+
+        async def stop_once_three_arrived() -> None:
+            await asyncio.to_thread(server.wait_for_requests, 3)
+            stop.set()
+
+        stopper = asyncio.create_task(stop_once_three_arrived())
+        report = await run_load(spec, stop=stop)
+        await stopper
+        return report
+
+    report = asyncio.run(main())
+    assert report.interrupted and report.planned_requests == 50
+    assert report.total_requests == len(server.bodies) < 10
+    assert report.ok == report.total_requests, report.errors_by_status
+    assert report.output_tokens_total == 10 * report.ok
+
+
 def test_setting_stop_ends_the_run_with_a_partial_report(fake: Callable[..., FakeVLLM]) -> None:
     server = fake("hang")
     spec = spec_for(server, request_rate=20, arrival="constant", requests=50)

@@ -238,6 +238,21 @@ def test_streaming_chat_counts_tokens_ttft_and_model(fake: Callable[..., FakeVLL
     json.dumps(report.to_dict(include_records=True))
 
 
+def test_a_stream_records_the_gap_between_successive_chunks(
+    fake: Callable[..., FakeVLLM],
+) -> None:
+    server = fake(token_delay_s=0.02)
+    report = run_load_sync(spec_for(server, requests=2, output_tokens="fixed:6"))
+    for record in report.records:
+        assert len(record.itl_s) == 5
+        assert all(0.015 < gap < 1.0 for gap in record.itl_s)
+        # The first token arrives once; every later one is an ITL gap.
+        assert record.ttft_s is not None
+        assert record.ttft_s + sum(record.itl_s) <= record.latency_s
+    itl = report.figures["itl"]
+    assert itl is not None and 0.015 < itl.median < 1.0
+
+
 def test_stream_without_usage_counts_content_chunks(fake: Callable[..., FakeVLLM]) -> None:
     server = fake(send_usage=False)
     report = run_load_sync(spec_for(server, requests=5))
@@ -386,7 +401,7 @@ def test_cli_json_report_and_exit_codes(
     bad = fake("fail")
     assert run(cli_args("--url", bad.url, "-n", "3")) == 1
     text = capsys.readouterr().out
-    assert "503: 3" in text and "latency" in text
+    assert "503: 3" in text and "E2EL" in text
 
 
 def test_cli_connection_refused(capsys: pytest.CaptureFixture[str]) -> None:

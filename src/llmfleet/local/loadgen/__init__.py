@@ -9,6 +9,7 @@ Typical use::
 """
 
 from .arrivals import RateSegment, arrival_times
+from .benchmark import Slo, SloError, Summary, parse_slo
 from .progress import ProgressCallback, ProgressSnapshot, StderrProgress
 from .records import RequestRecord, percentile
 from .report import LoadReport, OpenLoop, build_report
@@ -42,7 +43,10 @@ __all__ = [
     "RateSegment",
     "RequestPlan",
     "RequestRecord",
+    "Slo",
+    "SloError",
     "StderrProgress",
+    "Summary",
     "TimelineBucket",
     "UniformDistribution",
     "arrival_times",
@@ -50,6 +54,7 @@ __all__ = [
     "build_timeline",
     "generate_plans",
     "parse_distribution",
+    "parse_slo",
     "percentile",
     "run_load",
     "run_load_sync",

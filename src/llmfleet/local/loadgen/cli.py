@@ -15,9 +15,11 @@ from yarl import URL
 from llmfleet.local.traces import BUILTIN_TRACES, Trace, TraceError, load_trace
 
 from .arrivals import ARRIVALS
+from .benchmark import Slo, SloError, parse_slo
 from .fleet import FleetQueryError, FleetSeries, query_fleet, sandbox_prometheus
 from .plot import PlotUnavailable, require_matplotlib, write_plot
 from .progress import StderrProgress
+from .records import write_records
 from .report import LoadReport
 from .runner import (
     MAX_CONCURRENCY,
@@ -42,7 +44,11 @@ one is answered. Open loop: --request-rate or --profile start requests on a sche
 whatever the answers do, as real users arrive; arrivals over --max-in-flight are dropped
 by the client and counted. Every run stops by itself: after --requests requests, after
 --duration seconds or the profile's end (no new requests), and at --max-duration (requests
-still in flight are cut). Ctrl-C ends the run early with a partial report.
+still in flight are cut). Ctrl-C stops sending, gives the requests in flight 2 seconds to
+finish, and prints (and saves) the partial report.
+
+The report gives vLLM's benchmark figures: TTFT, TPOT, ITL and E2EL at mean, median, P90,
+P95 and P99, and with --slo the goodput: requests per second that met every bound.
 
 exit status: 0 when every request succeeded; 1 when some failed or were dropped, the run
 stopped at --max-duration, the target could not be reached, or --plot needs matplotlib;
@@ -121,6 +127,22 @@ def _png(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"expected a file name ending in .png, got {text!r}")
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"folder {str(path.parent)!r} does not exist")
+    return path
+
+
+def _slo(text: str) -> Slo:
+    try:
+        return parse_slo(text)
+    except SloError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _writable(text: str) -> Path:
+    path = Path(text)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder")
     return path
 
 
@@ -269,6 +291,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sent as 'Authorization: Bearer KEY' (default: $LLMFLEET_API_KEY)",
     )
     parser.add_argument(
+        "--slo",
+        type=_slo,
+        default=None,
+        metavar="ttft=500ms,tpot=50ms,e2e=10s",
+        help="count goodput: requests that succeeded within every bound given (keys ttft, "
+        "tpot, e2e; durations in ms or s)",
+    )
+    parser.add_argument(
+        "--save-records",
+        type=_writable,
+        default=None,
+        metavar="FILE.jsonl",
+        help="write one JSON line per request: start, TTFT, end, tokens in and out, status, "
+        "error, backend (also after Ctrl-C)",
+    )
+    parser.add_argument(
         "--json",
         action="store_true",
         help="print only the JSON report on stdout (progress still goes to stderr)",
@@ -344,6 +382,7 @@ def _spec(args: argparse.Namespace) -> LoadSpec:
         timeout_s=args.timeout,
         api_key=args.api_key,
         ignore_eos=args.ignore_eos,
+        slo=args.slo,
     )
 
 
@@ -374,6 +413,16 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_dict(), indent=2), flush=True)
     else:
         print(report.render_text(), flush=True)
+    if args.save_records:
+        try:
+            write_records(report.records, args.save_records)
+        except OSError as exc:
+            print(
+                f"llmfleet load: cannot write --save-records {args.save_records}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"llmfleet load: wrote {args.save_records}", file=sys.stderr)
     if args.plot:
         try:
             write_plot(report, args.plot, _fleet(args, report))

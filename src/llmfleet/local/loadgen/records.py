@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-__all__ = ["RequestRecord", "percentile"]
+__all__ = ["RequestRecord", "percentile", "write_records"]
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -40,6 +43,8 @@ class RequestRecord:
     (a 200 stream that ended without ``data: [DONE]``), ``"stream_error"`` (an error
     event inside a 200 stream) or ``"protocol_error"`` (a 200 body that is not the
     expected JSON). Times are seconds; ``start_s`` is relative to the start of the run.
+    ``itl_s`` holds the gaps between successive content chunks of a stream (vLLM's
+    inter-token latency, one value per chunk after the first).
     """
 
     index: int
@@ -53,8 +58,49 @@ class RequestRecord:
     backend: str
     error: str | None = None
     retries: int = 0  # sent again after the connection closed before any answer
+    itl_s: list[float] = field(default_factory=list)
+
+    @property
+    def end_s(self) -> float:
+        """When the request finished, in seconds since the start of the run."""
+        return self.start_s + self.latency_s
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first, as vLLM's benchmark computes it:
+        ``(latency - ttft) / (output_tokens - 1)``. None without a first token apart from the
+        end (a non-streamed answer) or with fewer than two output tokens."""
+        if self.ttft_s is None or self.output_tokens < 2 or self.ttft_s >= self.latency_s:
+            return None
+        return (self.latency_s - self.ttft_s) / (self.output_tokens - 1)
 
     @property
     def ok(self) -> bool:
         """Whether the request completed successfully (2xx and, when streaming, [DONE])."""
         return isinstance(self.status, int) and 200 <= self.status < 300
+
+    def to_line(self) -> dict[str, Any]:
+        """The record as one ``--save-records`` line: its fields plus ``end_s`` and ``tpot_s``."""
+        return {
+            "index": self.index,
+            "start_s": self.start_s,
+            "ttft_s": self.ttft_s,
+            "end_s": self.end_s,
+            "latency_s": self.latency_s,
+            "tpot_s": self.tpot_s,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "max_tokens": self.max_tokens,
+            "status": self.status,
+            "error": self.error,
+            "backend": self.backend,
+            "retries": self.retries,
+            "itl_s": self.itl_s,
+        }
+
+
+def write_records(records: Iterable[RequestRecord], path: Path) -> None:
+    """Write one JSON object per line per record (see :meth:`RequestRecord.to_line`)."""
+    with path.open("w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record.to_line()) + "\n")

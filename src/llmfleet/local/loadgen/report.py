@@ -8,10 +8,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .arrivals import RateSegment
+from .benchmark import METRICS, STATISTICS, Slo, Summary, benchmark_figures
 from .records import RequestRecord, percentile
 from .timeline import TimelineBucket, bucket_size, build_timeline
 
 __all__ = ["LoadReport", "OpenLoop", "RequestRecord", "build_report", "percentile"]
+
+# How the text report names vLLM's metrics.
+_TITLES = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL"}
 
 # The text summary shows the timeline in about this many rows; --json has every bucket.
 TEXT_TIMELINE_ROWS = 12
@@ -62,6 +66,11 @@ class LoadReport:
     ``started_at`` is the Unix time of the start. ``timeline`` splits the run into
     ``bucket_s``-second buckets. ``records`` holds the raw per-request records in request
     order and ``dropped_s`` the drop times; :meth:`to_dict` leaves both out unless asked.
+
+    ``figures`` holds vLLM's benchmark summaries (``ttft``, ``tpot``, ``itl``, ``e2el``, see
+    :mod:`.benchmark`); :meth:`to_dict` spells them as vLLM's JSON does (``p99_ttft_ms``).
+    With an ``slo``, ``good`` counts the requests that met it and ``goodput_per_s`` is that
+    over the wall time.
     """
 
     url: str
@@ -101,6 +110,10 @@ class LoadReport:
     timeline: list[TimelineBucket] = field(default_factory=list)
     records: list[RequestRecord] = field(default_factory=list, repr=False)
     dropped_s: list[float] = field(default_factory=list, repr=False)
+    figures: dict[str, Summary | None] = field(default_factory=dict)
+    slo: Slo | None = None
+    good: int | None = None
+    goodput_per_s: float | None = None
 
     @property
     def errors(self) -> int:
@@ -115,8 +128,15 @@ class LoadReport:
     def to_dict(self, include_records: bool = False) -> dict[str, Any]:
         """A JSON-safe dict of the report (and the raw records if ``include_records``)."""
         # Not asdict(self): that would deep-copy every record only to drop them.
-        raw = ("records", "dropped_s")
+        raw = ("records", "dropped_s", "figures", "slo")
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in raw}
+        for metric in METRICS:
+            summary = self.figures.get(metric)
+            for key, _ in STATISTICS:
+                value = None if summary is None else getattr(summary, key) * 1000
+                data[f"{key}_{metric}_ms"] = value
+        data["slo"] = str(self.slo) if self.slo else None
+        data["request_goodput"] = data.pop("goodput_per_s")
         data["errors_by_status"] = dict(self.errors_by_status)
         data["requests_by_backend"] = dict(self.requests_by_backend)
         data["open_loop"] = asdict(self.open_loop) if self.open_loop else None
@@ -171,12 +191,19 @@ class LoadReport:
         if self.requests_by_backend:
             backends = ", ".join(f"{k}: {v}" for k, v in self.requests_by_backend.items())
             lines.append(f"backends   {backends}")
+        lines.append(f"{'ms':10}" + "".join(f" {title:>9}" for _, title in STATISTICS))
+        for metric in METRICS:
+            summary = self.figures.get(metric)
+            values = [None if summary is None else getattr(summary, k) for k, _ in STATISTICS]
+            lines.append(f"{_TITLES[metric]:10}" + "".join(f" {_ms(v):>9}" for v in values))
+        if self.slo is not None:
+            assert self.good is not None and self.goodput_per_s is not None
+            share = self.good / self.total_requests * 100 if self.total_requests else 0.0
+            lines.append(
+                f"goodput    {self.goodput_per_s:.2f} req/s: {self.good} of "
+                f"{self.total_requests} requests ({share:.1f}%) within {self.slo}"
+            )
         lines += [
-            f"{'':10} {'p50':>9} {'p95':>9} {'p99':>9} {'mean':>9}",
-            f"{'latency ms':10} {_ms(self.latency_p50_s):>9} {_ms(self.latency_p95_s):>9} "
-            f"{_ms(self.latency_p99_s):>9} {_ms(self.latency_mean_s):>9}",
-            f"{'ttft ms':10} {_ms(self.ttft_p50_s):>9} {_ms(self.ttft_p95_s):>9} "
-            f"{_ms(self.ttft_p99_s):>9}",
             f"throughput {self.requests_per_s:.2f} req/s ({self.ok_requests_per_s:.2f} ok), "
             f"{self.output_tokens_per_s:.1f} output tok/s, "
             f"{self.output_tokens_total} tokens in {self.wall_time_s:.2f} s",
@@ -248,6 +275,7 @@ def build_report(
     interrupted: bool = False,
     started_at: float | None = None,
     bucket_s: float | None = None,
+    slo: Slo | None = None,
 ) -> LoadReport:
     """Aggregate per-request records (and drop times) into a :class:`LoadReport`.
 
@@ -271,6 +299,7 @@ def build_report(
         rate=open_loop.rate if open_loop else None,
         span_s=wall_time_s,
     )
+    within_slo = None if slo is None else sum(1 for r in ordered if slo.met_by(r))
     return LoadReport(
         url=url,
         model=model,
@@ -309,4 +338,8 @@ def build_report(
         timeline=timeline,
         records=ordered,
         dropped_s=drops,
+        figures=benchmark_figures(ordered),
+        slo=slo,
+        good=within_slo,
+        goodput_per_s=None if within_slo is None else within_slo / wall,
     )

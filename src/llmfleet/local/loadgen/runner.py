@@ -18,6 +18,7 @@ from yarl import URL
 from llmfleet.local.traces import Trace, load_trace
 
 from .arrivals import ARRIVALS, Arrival, RateSegment, arrival_times, constant_rate
+from .benchmark import Slo, parse_slo
 from .progress import ProgressCallback, ProgressSnapshot
 from .records import RequestRecord
 from .report import LoadReport, OpenLoop, build_report
@@ -38,6 +39,8 @@ MAX_REQUESTS = 1_000_000
 MAX_CONCURRENCY = 10_000
 MAX_REQUEST_RATE = 10_000.0
 DEFAULT_MAX_DURATION_S = 120.0
+# After Ctrl-C, requests in flight get this long to finish before they are cut.
+INTERRUPT_GRACE_S = 2.0
 
 Endpoint = Literal["chat", "completions"]
 _PATHS: dict[str, str] = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
@@ -71,7 +74,9 @@ class LoadSpec:
     fails here with a ValueError. ``model=None`` asks ``GET /v1/models`` once and uses the
     first id. ``api_key`` becomes ``Authorization: Bearer ...`` unless ``headers`` already
     has an Authorization header. ``ignore_eos`` adds vLLM's ``ignore_eos`` so a real vLLM
-    generates exactly ``max_tokens`` like the simulated backend does.
+    generates exactly ``max_tokens`` like the simulated backend does. ``slo`` (a
+    :class:`~.benchmark.Slo` or its string form, ``ttft=500ms,tpot=50ms,e2e=10s``) makes the
+    report count goodput.
     """
 
     url: str = "http://127.0.0.1:8080"
@@ -99,8 +104,11 @@ class LoadSpec:
     # closed before any answer is sent again. It happens on a keep-alive connection that an
     # nginx worker closes after a reload; the report counts the retries.
     max_retries: int = 2
+    slo: Slo | str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.slo, str):
+            self.slo = parse_slo(self.slo)
         if isinstance(self.profile, str):
             self.profile = load_trace(self.profile)
         self.output_tokens = parse_distribution(self.output_tokens)
@@ -271,6 +279,7 @@ class _Attempt:
     streaming: bool = False
     done_at: float | None = None  # loop time of data: [DONE], or of the full JSON body
     ttft_at: float | None = None
+    chunk_at: list[float] = field(default_factory=list)  # loop time of each content chunk
     chunks: int = 0
     usage_tokens: int | None = None
     error: str | None = None
@@ -387,11 +396,12 @@ class _Run:
         )
 
     def interrupt(self) -> None:
-        """Start nothing more and cut the requests in flight now (status ``interrupted``)."""
+        """Start nothing more; requests in flight have ``INTERRUPT_GRACE_S`` to finish, then
+        are cut (status ``interrupted``)."""
         if self.interrupted:
             return
         self.interrupted = True
-        self.deadline = self.loop.time()
+        self.deadline = min(self.deadline, self.loop.time() + INTERRUPT_GRACE_S)
         self.wake.set()
         for scope in self.scopes:
             scope.reschedule(self.deadline)
@@ -437,7 +447,7 @@ class _Run:
 
     def may_start(self) -> bool:
         now = self.loop.time()
-        if now >= self.deadline:
+        if now >= self.deadline or self.interrupted:
             return False
         if self.window_end is not None and now >= self.window_end:
             self.window_closed = True
@@ -463,7 +473,7 @@ class _Run:
                 await self.pause_until(planned_at)
                 # Not may_start(): the schedule ends before the window does, and an arrival
                 # the loop wakes for a little late still belongs to the run.
-                if self.loop.time() >= self.deadline:
+                if self.loop.time() >= self.deadline or self.interrupted:
                     return
                 self.start_lag_max = max(self.start_lag_max, self.loop.time() - planned_at)
                 if self.in_flight >= self.spec.max_in_flight:
@@ -551,6 +561,7 @@ class _Run:
             backend=attempt.backend,
             error=attempt.error,
             retries=attempt.retries,
+            itl_s=[b - a for a, b in zip(attempt.chunk_at, attempt.chunk_at[1:], strict=False)],
         )
 
     async def exchange(self, body: dict[str, Any], attempt: _Attempt) -> None:
@@ -633,9 +644,11 @@ class _Run:
             for choice in chunk.get("choices") or ():
                 text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                 if text:
+                    now = self.loop.time()
                     attempt.chunks += 1
+                    attempt.chunk_at.append(now)
                     if attempt.ttft_at is None:
-                        attempt.ttft_at = self.loop.time()
+                        attempt.ttft_at = now
         if attempt.done_at is None:
             attempt.status, attempt.error = "stream_broken", "stream ended without data: [DONE]"
 
@@ -657,8 +670,9 @@ async def run_load(
 
     Stops by itself at the first of its bounds (see :class:`LoadSpec`); requests still
     running at the hard stop are recorded with status ``"deadline"``. Setting ``stop`` ends
-    the run early: nothing more starts, requests in flight are cut and recorded as
-    ``"interrupted"``, and the partial report has ``interrupted=True``. Raises
+    the run early: nothing more starts, requests in flight get ``INTERRUPT_GRACE_S`` to
+    finish and are then cut and recorded as ``"interrupted"``, and the partial report has
+    ``interrupted=True``. Raises
     :class:`LoadTargetError` if the target cannot be reached at the start (or its model
     cannot be discovered), rather than recording every request as failed.
     """
@@ -710,6 +724,7 @@ async def run_load(
         dropped_s=run.dropped_s,
         interrupted=run.interrupted,
         started_at=run.started_at,
+        slo=spec.slo if isinstance(spec.slo, Slo) else None,
     )
 
 
