@@ -53,6 +53,9 @@ def test_aws_config_discovers_the_stacks_instances_by_tag_and_role(tmp_path):
     assert jobs["nginx"]["ec2_sd_configs"][0]["filters"][1]["values"] == ["edge"]
     assert jobs["alertmanager"]["static_configs"][0]["targets"] == ["localhost:9093"]
     assert rendered["global"]["external_labels"] == {"stack": "acme-prod"}
+    # Every job labels its series with the stack, which the dashboards and rules filter by.
+    for job in jobs.values():
+        assert {"target_label": "stack", "replacement": "acme-prod"} in job["relabel_configs"]
 
 
 def test_static_config_takes_intervals_from_the_alerts_section(tmp_path):
@@ -65,6 +68,8 @@ def test_static_config_takes_intervals_from_the_alerts_section(tmp_path):
     assert rendered["global"]["evaluation_interval"] == "10s"
     assert rendered["scrape_configs"][0]["static_configs"] == [
         {"targets": ["127.0.0.1:8001"], "labels": {"node": "backend-1"}}]
+    assert rendered["scrape_configs"][0]["relabel_configs"] == [
+        {"target_label": "stack", "replacement": config.stack_name}]
 
 
 def test_discovered_jobs_need_ec2_settings():

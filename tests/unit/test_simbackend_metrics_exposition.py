@@ -63,6 +63,8 @@ EXPECTED = {
         "histogram", "Histogram of time to first token in seconds.", BASE, TTFT),
     "vllm:inter_token_latency_seconds": Family(
         "histogram", "Histogram of inter-token latency in seconds.", BASE, ITL),
+    "vllm:request_time_per_output_token_seconds": Family(
+        "histogram", "Histogram of time_per_output_token_seconds per request.", BASE, ITL),
     "vllm:e2e_request_latency_seconds": Family(
         "histogram", "Histogram of e2e request latency in seconds.", BASE, LATENCY),
     "vllm:request_queue_time_seconds": Family(

@@ -3,7 +3,8 @@
 Recording rules give every dashboard, `llmfleet top`, the autoscaler and the alerts the same
 fleet-level SLIs (latency quantiles, tokens/s, queue, error ratios); alerts compare those to the
 configured thresholds. Rule names follow Prometheus' `level:metric:operation` convention:
-`fleet:` over every node, `node:` per node, `tier:` per client tier.
+`fleet:` over every node, `node:` per node, `tier:` per client tier. Every rule keeps the
+`stack` label Prometheus gives each target, so one Grafana can show several stacks.
 """
 
 from __future__ import annotations
@@ -57,49 +58,54 @@ def recording_rules(config: FleetConfig) -> list[dict[str, Any]]:
 
     for q in QUANTILES:
         record("fleet:e2e_latency_seconds:quantile",
-               f"histogram_quantile({q}, sum by (le) "
+               f"histogram_quantile({q}, sum by (stack, le) "
                f"(rate(vllm:e2e_request_latency_seconds_bucket[{w}])))", quantile=q)
     for q in QUANTILES:
         record("fleet:ttft_seconds:quantile",
-               f"histogram_quantile({q}, sum by (le) "
+               f"histogram_quantile({q}, sum by (stack, le) "
                f"(rate(vllm:time_to_first_token_seconds_bucket[{w}])))", quantile=q)
-    record("fleet:generation_tokens:rate", f"sum(rate(vllm:generation_tokens_total[{w}]))")
-    record("fleet:prompt_tokens:rate", f"sum(rate(vllm:prompt_tokens_total[{w}]))")
+    record("fleet:generation_tokens:rate",
+           f"sum by (stack) (rate(vllm:generation_tokens_total[{w}]))")
+    record("fleet:prompt_tokens:rate", f"sum by (stack) (rate(vllm:prompt_tokens_total[{w}]))")
     record("fleet:requests_finished:rate",
-           f"sum by (finished_reason) (rate(vllm:request_success_total[{w}]))")
-    record("node:requests_waiting:sum", "sum by (node) (vllm:num_requests_waiting)")
-    record("node:requests_running:sum", "sum by (node) (vllm:num_requests_running)")
-    record("fleet:requests_waiting:sum", "sum(node:requests_waiting:sum)")
-    record("fleet:requests_waiting:max", "max(node:requests_waiting:sum)")
+           f"sum by (stack, finished_reason) (rate(vllm:request_success_total[{w}]))")
+    record("node:requests_waiting:sum", "sum by (stack, node) (vllm:num_requests_waiting)")
+    record("node:requests_running:sum", "sum by (stack, node) (vllm:num_requests_running)")
+    record("fleet:requests_waiting:sum", "sum by (stack) (node:requests_waiting:sum)")
+    record("fleet:requests_waiting:max", "max by (stack) (node:requests_waiting:sum)")
     # The queue per ready node, as the autoscaler judges it: only nodes that answer a scrape
     # count, so a node still loading its model adds nothing to the divisor.
-    record("fleet:requests_waiting:avg", "avg(node:requests_waiting:sum)")
-    record("fleet:requests_running:sum", "sum(vllm:num_requests_running)")
+    record("fleet:requests_waiting:avg", "avg by (stack) (node:requests_waiting:sum)")
+    record("fleet:requests_running:sum", "sum by (stack) (vllm:num_requests_running)")
     # A node with a queue runs as many requests as it can: its measured concurrency.
     record("fleet:node_concurrency:max",
-           "max(node:requests_running:sum and on (node) (node:requests_waiting:sum > 0))")
-    record("node:kv_cache_usage:max", "max by (node) (vllm:kv_cache_usage_perc)")
-    # A scraped vLLM counts as healthy; `or vector(0)` keeps the series when none is left.
-    record("fleet:healthy_backends:count", 'sum(up{job="vllm"}) or vector(0)')
+           "max by (stack) "
+           "(node:requests_running:sum and on (node) (node:requests_waiting:sum > 0))")
+    record("node:kv_cache_usage:max", "max by (stack, node) (vllm:kv_cache_usage_perc)")
+    # A scraped vLLM counts as healthy; `or on () vector(0)` keeps a series when none is left
+    # (`on ()`: only then, as vector(0) lacks the `stack` label the sum has).
+    record("fleet:healthy_backends:count",
+           'sum by (stack) (up{job="vllm"}) or on () vector(0)')
     record("fleet:edge_responses:rate",
-           f"sum by (class) (rate(llmfleet_edge_responses_total[{w}]))")
+           f"sum by (stack, class) (rate(llmfleet_edge_responses_total[{w}]))")
     for status_class in ("4xx", "5xx"):
         record("fleet:edge_errors:ratio",
-               f'sum(fleet:edge_responses:rate{{class="{status_class}"}}) '
-               "/ (sum(fleet:edge_responses:rate) > 0)", **{"class": status_class})
+               f'sum by (stack) (fleet:edge_responses:rate{{class="{status_class}"}}) '
+               "/ (sum by (stack) (fleet:edge_responses:rate) > 0)", **{"class": status_class})
     record("fleet:edge_refusals:rate",
-           f"sum by (reason) (rate(llmfleet_edge_refusals_total[{w}]))")
+           f"sum by (stack, reason) (rate(llmfleet_edge_refusals_total[{w}]))")
     record("fleet:edge_busy:ratio",
-           'sum(fleet:edge_refusals:rate{reason="busy"}) / (sum(fleet:edge_responses:rate) > 0)')
+           'sum by (stack) (fleet:edge_refusals:rate{reason="busy"}) '
+           "/ (sum by (stack) (fleet:edge_responses:rate) > 0)")
     record("tier:gateway_throttled:ratio",
-           "sum by (tier) (rate(llmfleet_gateway_requests_total"
+           "sum by (stack, tier) (rate(llmfleet_gateway_requests_total"
            f'{{decision="refused", reason=~"rate_limited|concurrency"}}[{w}])) '
-           f"/ (sum by (tier) (rate(llmfleet_gateway_requests_total[{w}])) > 0)")
-    record("fleet:gpu_utilisation:avg", "avg(DCGM_FI_DEV_GPU_UTIL)")
+           f"/ (sum by (stack, tier) (rate(llmfleet_gateway_requests_total[{w}])) > 0)")
+    record("fleet:gpu_utilisation:avg", "avg by (stack) (DCGM_FI_DEV_GPU_UTIL)")
     # Discovery keeps running instances only, so every GPU node exporter target is a node
     # being paid for, ready or not.
     record("fleet:gpu_nodes:count",
-           'count by (lifecycle, instance_type) (up{job="node", role="gpu-node"})')
+           'count by (stack, lifecycle, instance_type) (up{job="node", role="gpu-node"})')
     # The stack's `prices` (list prices on demand, typical prices on spot): an estimate for
     # the cost panel, not a bill. A type without a price is left out of the sum.
     for lifecycle, prices in (("on-demand", config.prices.on_demand),
@@ -109,8 +115,10 @@ def recording_rules(config: FleetConfig) -> list[dict[str, Any]]:
                 record("instance_type:hourly_price_dollars:estimate",
                        f"vector({prices[instance_type]:g})",
                        instance_type=instance_type, lifecycle=lifecycle)
+    # group_left keeps the node count's `stack`; a one-to-one match would keep only the
+    # labels it matches on.
     record("fleet:cost_dollars_per_hour:estimate",
-           "sum(fleet:gpu_nodes:count * on (instance_type, lifecycle) "
+           "sum by (stack) (fleet:gpu_nodes:count * on (instance_type, lifecycle) group_left "
            "instance_type:hourly_price_dollars:estimate)")
     return rules
 

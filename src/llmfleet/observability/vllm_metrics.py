@@ -70,6 +70,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "Histogram of time to first token in seconds.", TTFT_BUCKETS),
     MetricSpec("vllm:inter_token_latency_seconds", "histogram",
                "Histogram of inter-token latency in seconds.", ITL_BUCKETS),
+    MetricSpec("vllm:request_time_per_output_token_seconds", "histogram",
+               "Histogram of time_per_output_token_seconds per request.", ITL_BUCKETS),
     MetricSpec("vllm:e2e_request_latency_seconds", "histogram",
                "Histogram of e2e request latency in seconds.", REQUEST_LATENCY_BUCKETS),
     MetricSpec("vllm:request_queue_time_seconds", "histogram",

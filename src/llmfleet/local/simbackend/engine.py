@@ -280,5 +280,8 @@ class SimEngine:
         metrics.observe("vllm:request_inference_time_seconds", now - seq.first_scheduled)
         metrics.observe("vllm:request_prefill_time_seconds", seq.first_token - seq.first_scheduled)
         metrics.observe("vllm:request_decode_time_seconds", now - seq.first_token)
+        # As vLLM: the decode time over the tokens after the first, 0 for a one-token answer.
+        tpot = (now - seq.first_token) / (seq.num_output - 1) if seq.num_output > 1 else 0.0
+        metrics.observe("vllm:request_time_per_output_token_seconds", tpot)
         metrics.observe("vllm:request_prompt_tokens", seq.prompt_tokens)
         metrics.observe("vllm:request_generation_tokens", seq.num_output)
