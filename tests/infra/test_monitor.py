@@ -468,9 +468,15 @@ def test_grafana_gets_the_datasource_and_this_repositorys_dashboards(program, mo
     assert source["uid"] == "llmfleet-prometheus" and source["type"] == "prometheus"
     assert source["url"] == "http://127.0.0.1:9090"
     assert source["jsonData"]["timeInterval"] == "5s"
+    # The dashboards pick their Prometheus with a datasource variable, whose default is
+    # Grafana's default datasource: this one.
+    assert source["isDefault"] is True
     for dashboard in dashboards.glob("*.json"):
-        for panel in json.loads(dashboard.read_text())["panels"]:
-            assert panel["datasource"]["uid"] == source["uid"]
+        model = json.loads(dashboard.read_text())
+        assert model["templating"]["list"][0]["query"] == source["type"]
+        for panel in model["panels"]:
+            if panel["type"] != "row":
+                assert panel["datasource"]["uid"] == "${datasource}"
 
 
 # The packaged units the drop-ins change, as stand-ins, and what the units run.

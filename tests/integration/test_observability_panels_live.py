@@ -1,7 +1,9 @@
 """Every dashboard panel the sandbox can feed returns data from a real Prometheus scraping the
-sandbox under load; `llmfleet top` shows the same numbers; the sandbox's monitoring shows up in
-`status` and its alerts reach the local sink. Panels that need AWS, a GPU or the gateway are
-checked against grafana/exporter-metrics.yaml instead (tests/unit)."""
+sandbox under load, with the dashboard's `stack` variable set to the sandbox's stack (so every
+series and recording rule a panel reads carries that label); `llmfleet top` shows the same
+numbers; the sandbox's monitoring shows up in `status` and its alerts reach the local sink.
+Panels that need AWS, a GPU or the gateway are checked against grafana/exporter-metrics.yaml
+instead (tests/unit)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from urllib.request import Request, urlopen
 import pytest
 
 from llmfleet.local import top
-from llmfleet.local.dashboards import DASHBOARDS
+from llmfleet.local.dashboards import DASHBOARDS, for_prometheus
 from llmfleet.local.loadgen import LoadSpec, run_load_sync
 from llmfleet.local.sandbox import SandboxError
 from llmfleet.local.sandbox.processes import wait_until
@@ -27,8 +29,6 @@ SANDBOX_PANELS = [(d.uid, p) for d in DASHBOARDS for p in d.panels if p.needs is
 
 
 def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    # Grafana fills $__rate_interval; 10 s spans several of the test's 1 s scrapes.
-    expr = expr.replace("$__rate_interval", "10s")
     with urlopen(f"{prometheus}/api/v1/query?{urlencode({'query': expr})}",
                  timeout=5) as response:
         return json.load(response)["data"]["result"]
@@ -56,9 +56,17 @@ def loaded_sandbox(start_sandbox) -> dict[str, Any]:
 
 def test_every_sandbox_panel_returns_data_and_top_shows_it(loaded_sandbox, capsys):
     prometheus = loaded_sandbox["prometheus"]["url"]
-    queries = [(uid, panel.title, q.expr) for uid, panel in SANDBOX_PANELS
-               for q in panel.queries]
-    assert len(queries) >= 12
+    stack = loaded_sandbox["stack"]
+    # Grafana fills $__rate_interval; 10 s spans several of the test's 1 s scrapes. Model and
+    # node stay at All (.*).
+    queries = [(uid, panel.title, for_prometheus(q.expr, "10s", stack=stack))
+               for uid, panel in SANDBOX_PANELS for q in panel.queries]
+    assert len(queries) >= 30
+    assert all('stack=~".*"' not in expr for _, _, expr in queries)
+    # The variables' own queries list the sandbox's stack, its model and its two backends.
+    assert {r["metric"]["stack"] for r in query(prometheus, "up")} == {stack}
+    nodes = {r["metric"].get("node") for r in query(prometheus, f'up{{stack="{stack}"}}')}
+    assert len(nodes - {None}) >= 2
 
     def empty() -> list[str]:
         return [f"{uid}: {title}: {expr}" for uid, title, expr in queries
