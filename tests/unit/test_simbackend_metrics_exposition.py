@@ -136,5 +136,14 @@ def test_the_requests_served_are_counted(scraped) -> None:
     assert sum(sample.value for sample in finished.samples) == 4
 
 
+def test_tpot_is_observed_once_per_request_as_its_decode_time_over_later_tokens(scraped) -> None:
+    samples = {sample.name: sample.value for family in text_string_to_metric_families(scraped.text)
+               for sample in family.samples if not sample.name.endswith("_bucket")}
+    tpot = "vllm:request_time_per_output_token_seconds"
+    assert samples[f"{tpot}_count"] == samples["vllm:e2e_request_latency_seconds_count"] == 4
+    # Each request's TPOT is its decode time over (tokens - 1), so no more than that time.
+    assert 0 < samples[f"{tpot}_sum"] <= samples["vllm:request_decode_time_seconds_sum"]
+
+
 def test_metrics_are_served_as_the_text_format(scraped) -> None:
     assert scraped.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
