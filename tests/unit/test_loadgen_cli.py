@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LLMFLEET_API_KEY", raising=False)
     args = parser().parse_args([])
-    assert args.url == "http://127.0.0.1:8080"
+    assert args.url is None  # the running sandbox's endpoint, else http://127.0.0.1:8080
     # None: 100 for a plain run, no count limit with --duration or --profile.
     assert (args.requests, args.concurrency, args.ramp) == (None, 10, 0.0)
     assert (args.request_rate, args.profile, args.arrival, args.time_scale) == (
@@ -196,3 +196,30 @@ def test_a_run_saves_its_records_and_picture_and_counts_goodput(
     assert sum(line["output_tokens"] for line in lines) == report["output_tokens_total"]
     # A token per chunk: one gap fewer than the tokens of each answer.
     assert all(len(line["itl_s"]) == line["output_tokens"] - 1 for line in lines)
+
+
+def test_without_url_the_load_goes_to_the_running_sandbox(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import llmfleet.local.loadgen.cli as cli
+
+    asked: list[Path | None] = []
+    with serve(FakeVLLM()) as server:
+        monkeypatch.setattr(cli, "sandbox_endpoint",
+                            lambda state_dir: asked.append(state_dir) or server.url)
+        assert run(parser().parse_args(["-n", "3", "--json", "--state-dir", "/a/sandbox"])) == 0
+        assert len(server.bodies) == 3
+    assert asked == [Path("/a/sandbox")]
+    assert json.loads(capsys.readouterr().out)["url"] == server.url
+
+
+def test_without_url_or_a_running_sandbox_the_load_goes_to_8080(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import llmfleet.local.loadgen.cli as cli
+
+    monkeypatch.setattr(cli, "sandbox_endpoint", lambda state_dir: None)
+    assert cli._spec(parser().parse_args([])).url == "http://127.0.0.1:8080"
+    given = parser().parse_args(["--url", "http://127.0.0.1:9"])
+    monkeypatch.setattr(cli, "sandbox_endpoint", lambda state_dir: "http://127.0.0.1:7")
+    assert cli._spec(given).url == "http://127.0.0.1:9"

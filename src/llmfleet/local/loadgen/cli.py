@@ -16,7 +16,13 @@ from llmfleet.local.traces import BUILTIN_TRACES, Trace, TraceError, load_trace
 
 from .arrivals import ARRIVALS
 from .benchmark import Slo, SloError, parse_slo
-from .fleet import FleetQueryError, FleetSeries, query_fleet, sandbox_prometheus
+from .fleet import (
+    FleetQueryError,
+    FleetSeries,
+    query_fleet,
+    sandbox_endpoint,
+    sandbox_prometheus,
+)
 from .plot import PlotUnavailable, require_matplotlib, write_plot
 from .progress import StderrProgress
 from .records import write_records
@@ -55,6 +61,7 @@ stopped at --max-duration, the target could not be reached, or --plot needs matp
 2 on bad arguments; 130 after Ctrl-C (the partial report is still printed)."""
 
 DEFAULT_REQUESTS = 100
+DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_MAX_IN_FLIGHT = 500
 
 DISTRIBUTION_HELP = f"forms: {ALLOWED_FORMS}"
@@ -162,8 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
         type=_url,
-        default="http://127.0.0.1:8080",
-        help="base URL of the OpenAI-compatible server (default: %(default)s)",
+        default=None,
+        help="base URL of the OpenAI-compatible server (default: the running sandbox's "
+        f"endpoint, as `llmfleet status` finds it; without one {DEFAULT_URL})",
     )
     parser.add_argument(
         "--model", default=None, help="served model name (default: first id of GET /v1/models)"
@@ -330,7 +338,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state-dir",
         type=Path,
         default=None,
-        help="the sandbox whose Prometheus --plot reads (default: as `llmfleet status`)",
+        help="the sandbox whose endpoint is the default --url and whose Prometheus --plot "
+        "reads (default: as `llmfleet status`)",
     )
 
 
@@ -362,7 +371,7 @@ def _spec(args: argparse.Namespace) -> LoadSpec:
     if requests is None and args.duration is None and args.profile is None:
         requests = DEFAULT_REQUESTS
     return LoadSpec(
-        url=args.url,
+        url=args.url or sandbox_endpoint(args.state_dir) or DEFAULT_URL,
         model=args.model,
         requests=requests,
         concurrency=args.concurrency,
@@ -438,7 +447,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _fleet(args: argparse.Namespace, report: LoadReport) -> FleetSeries | None:
     """The fleet's series over the run, or None (with a line on stderr if the query failed)."""
-    prometheus = args.prometheus or sandbox_prometheus(args.url, args.state_dir)
+    prometheus = args.prometheus or sandbox_prometheus(report.url, args.state_dir)
     if prometheus is None or report.started_at is None:
         return None
     start = report.started_at

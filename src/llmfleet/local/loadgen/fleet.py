@@ -68,6 +68,12 @@ def _range(
         ) from None
 
 
+def sandbox_endpoint(state_dir: Path | None) -> str | None:
+    """The running sandbox's endpoint (as ``llmfleet status`` finds it), or None."""
+    sandbox = status(state_dir or default_state_dir())
+    return sandbox.endpoint if sandbox.running else None
+
+
 def sandbox_prometheus(target: str, state_dir: Path | None) -> str | None:
     """The running sandbox's Prometheus, if ``target`` is that sandbox's edge or a backend."""
     sandbox = status(state_dir or default_state_dir())
