@@ -35,11 +35,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def record(
-    index: int, start: float, latency: float, status: int | str = 200, ttft: float | None = 0.1
+    index: int, start: float, latency: float, status: int | str = 200, ttft: float | None = 0.1,
+    backend: str = "a:1",
 ) -> RequestRecord:
     return RequestRecord(
         index=index, start_s=start, status=status, latency_s=latency, ttft_s=ttft,
-        output_tokens=3, prompt_tokens=4, max_tokens=3, backend="a:1",
+        output_tokens=3, prompt_tokens=4, max_tokens=3, backend=backend,
     )
 
 
@@ -55,7 +56,7 @@ def make_report(records: list[RequestRecord], **extra: object) -> LoadReport:
 
 RECORDS = [
     record(0, 0.2, 0.5),  # 0.2 → 0.7
-    record(1, 0.5, 2.0, ttft=0.3),  # 0.5 → 2.5, over three buckets
+    record(1, 0.5, 2.0, ttft=0.3, backend="b:2"),  # 0.5 → 2.5, over three buckets
     record(2, 1.1, 0.4, status=503, ttft=None),  # 1.1 → 1.5, an error
     record(3, 1.5, 1.0),  # 1.5 → 2.5
     record(4, 4.0, 1.9, status="timeout", ttft=None),  # 4.0 → 5.9
@@ -84,6 +85,9 @@ def test_each_bucket_counts_starts_finishes_and_in_flight() -> None:
     assert [b.errors for b in buckets] == [0, 1, 0, 0, 0, 1]
     assert [b.dropped for b in buckets] == [0, 2, 0, 0, 1, 0]
     assert [b.in_flight for b in buckets] == pytest.approx([1.0, 1.9, 1.0, 0.0, 1.0, 0.9])
+    # Successful requests only, by the backend that served them.
+    assert [b.ok_by_backend for b in buckets] == [
+        {"a:1": 1}, {}, {"a:1": 1, "b:2": 1}, {}, {}, {}]
 
 
 def test_bucket_percentiles_cover_successful_requests_finishing_in_the_bucket() -> None:
@@ -134,8 +138,9 @@ def test_json_report_holds_the_timeline_and_open_loop_settings() -> None:
     assert data["timeline"][1] == {
         "start_s": 1.0, "started": 2, "dropped": 2, "ok": 0, "errors": 1,
         "in_flight": pytest.approx(1.9), "latency_p50_s": None, "latency_p99_s": None,
-        "ttft_p50_s": None, "ttft_p99_s": None, "target_rps": 2.0,
+        "ttft_p50_s": None, "ttft_p99_s": None, "target_rps": 2.0, "ok_by_backend": {},
     }
+    assert data["timeline"][2]["ok_by_backend"] == {"a:1": 1, "b:2": 1}
     assert data["open_loop"]["profile"] == "surge" and data["open_loop"]["max_in_flight"] == 50
     assert data["open_loop"]["rate"] == [{"start_s": 0.0, "end_s": 6.0, "rps": 2.0}]
     assert (data["dropped"], data["interrupted"], data["concurrency"]) == (3, False, None)

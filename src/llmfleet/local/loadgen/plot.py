@@ -47,7 +47,7 @@ def write_plot(report: LoadReport, path: Path, fleet: FleetSeries | None = None)
     size = report.bucket_s
     # Each bucket's values are drawn at its middle.
     t = [b.start_s + size / 2 for b in buckets]
-    panels = 5 if fleet else 4
+    panels = 6 if fleet else 5
     figure = Figure(figsize=(11, 2.4 * panels + 1), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(panels, 1, sharex=True)
@@ -65,14 +65,20 @@ def write_plot(report: LoadReport, path: Path, fleet: FleetSeries | None = None)
             rates.step(edges, values, where="post", linestyle="--", color="grey", label="planned")
     _finish(rates, "requests/s")
 
-    flight = axes[1]
+    served = axes[1]
+    backends = sorted({name for b in buckets for name in b.ok_by_backend})
+    for name in backends:
+        served.plot(t, [b.ok_by_backend.get(name, 0) / size for b in buckets], label=name)
+    _finish(served, "ok/s per backend")
+
+    flight = axes[2]
     label = "in flight (mean)"
     if report.open_loop is not None:
         label += f"; arrivals over {report.open_loop.max_in_flight} are dropped"
     flight.plot(t, [b.in_flight for b in buckets], color="tab:purple", label=label)
     _finish(flight, "requests")
 
-    latency = axes[2]
+    latency = axes[3]
     for field, label, style in (
         ("latency_p50_s", "latency P50", "-"),
         ("latency_p99_s", "latency P99", "-"),
@@ -85,7 +91,7 @@ def write_plot(report: LoadReport, path: Path, fleet: FleetSeries | None = None)
                      marker=".", markersize=3)
     _finish(latency, "seconds")
 
-    errors = axes[3]
+    errors = axes[4]
     errors.bar(t, [b.errors for b in buckets], width=size, color="tab:red", label="errors")
     if report.dropped:
         errors.bar(t, [b.dropped for b in buckets], width=size, bottom=[b.errors for b in buckets],
@@ -96,7 +102,7 @@ def write_plot(report: LoadReport, path: Path, fleet: FleetSeries | None = None)
     errors.yaxis.set_major_locator(MaxNLocator(integer=True))
 
     if fleet:
-        queue = axes[4]
+        queue = axes[5]
         queue.plot(*_unzip(fleet.queue), color="tab:brown", label="requests waiting")
         queue.set_ylabel("waiting")
         ready = queue.twinx()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .arrivals import RateSegment, mean_rate
 from .records import RequestRecord, percentile
@@ -33,6 +33,7 @@ class TimelineBucket:
     report's totals. ``in_flight`` is the time-weighted mean number of requests in flight.
     Percentiles cover successful requests finishing in the bucket (None without any).
     ``target_rps`` is the planned open-loop arrival rate averaged over the bucket.
+    ``ok_by_backend`` splits ``ok`` by the backend that served each request.
     """
 
     start_s: float
@@ -46,6 +47,7 @@ class TimelineBucket:
     ttft_p50_s: float | None
     ttft_p99_s: float | None
     target_rps: float | None = None
+    ok_by_backend: dict[str, int] = field(default_factory=dict)
 
 
 def build_timeline(
@@ -76,11 +78,14 @@ def build_timeline(
     busy = [0.0] * count  # request-seconds spent in flight within each bucket
     latencies: list[list[float]] = [[] for _ in range(count)]
     ttfts: list[list[float]] = [[] for _ in range(count)]
+    by_backend: list[dict[str, int]] = [{} for _ in range(count)]
     for record, end in zip(records, ends, strict=True):
         started[index(record.start_s)] += 1
         finished = index(end)
         if record.ok:
             ok[finished] += 1
+            served = by_backend[finished]
+            served[record.backend] = served.get(record.backend, 0) + 1
             latencies[finished].append(record.latency_s)
             if record.ttft_s is not None:
                 ttfts[finished].append(record.ttft_s)
@@ -108,6 +113,7 @@ def build_timeline(
             ttft_p50_s=pct(ttfts[i], 50),
             ttft_p99_s=pct(ttfts[i], 99),
             target_rps=None if rate is None else mean_rate(rate, i * bucket_s, (i + 1) * bucket_s),
+            ok_by_backend=dict(sorted(by_backend[i].items())),
         )
         for i in range(count)
     ]
