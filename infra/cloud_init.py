@@ -67,16 +67,19 @@ def render_edge(
     bundle_key: str,
     spot_group: str,
     on_demand_group: str,
+    redis_volume_id: str,
 ) -> str:
     """User data that takes the Elastic IP, installs llmfleet and runs on the edge: nginx,
-    Redis (persistent, with a password made at first boot), the gateway, the sync agent over
-    the two GPU groups, and the exporters the monitor scrapes."""
+    Redis (persistent on its own volume `redis_volume_id`, attached at boot, with a password
+    made at first boot), the gateway, the sync agent over the two GPU groups, and the
+    exporters the monitor scrapes."""
     place = Placement.for_edge_host(
         config, GroupMembers(region=region, groups=(spot_group, on_demand_group), stack=stack))
     services = edge_services(config, place)
     return _render(
         "edge",
         stack=stack,
+        redis_volume_id=redis_volume_id,
         region=region,
         place=place,
         fleet_json=config.model_dump_json(),

@@ -13,6 +13,7 @@ from common import (
     ROLE_TAG,
     STACK_TAG,
     Account,
+    assumed_by,
     encrypted_root,
     group_tags,
     imdsv2,
@@ -28,6 +29,8 @@ from llmfleet.config import FleetConfig
 from llmfleet.paths import repo_root
 
 BUNDLE_KEY = "llmfleet.zip"
+# The role tag of the edge's Redis volume, which its snapshots find it by.
+REDIS_VOLUME_ROLE = "edge-redis"
 
 
 @dataclass(frozen=True)
@@ -83,24 +86,41 @@ class Edge(pulumi.ComponentResource):
             f"{name}-bundle", bucket=bucket.id, key=BUNDLE_KEY, source=bundle_archive(repo_root()),
             tags=tags, opts=child)
 
+        # Redis's data (the API keys) on a volume of its own: a replaced edge instance attaches
+        # it at boot, so keys outlive any instance. The group stays in the volume's zone.
+        subnet_id = pulumi.Output.from_input(args.subnet_ids).apply(lambda ids: ids[0])
+        zone = aws.ec2.get_subnet_output(
+            id=subnet_id, opts=pulumi.InvokeOutputOptions(parent=self)).availability_zone
+        redis_volume = aws.ebs.Volume(
+            f"{name}-redis",
+            availability_zone=zone,
+            size=config.edge.redis_volume_gib,
+            type="gp3",
+            encrypted=True,
+            tags={**tags, ROLE_TAG: REDIS_VOLUME_ROLE, "Name": f"{name}-redis"},
+            opts=child,
+        )
+        RedisSnapshots(f"{name}-snapshots", stack=args.stack,
+                       kept=config.edge.redis_snapshots_kept, tags=tags, parent=self)
+
         role, profile = instance_role(name, tags, self)
         aws.iam.RolePolicy(
             f"{name}-fleet",
             role=role.id,
             policy=pulumi.Output.all(
                 account.partition, account.region, account.account_id, address.allocation_id,
-                bucket.bucket,
+                bucket.bucket, redis_volume.id,
             ).apply(lambda parts: _edge_policy(*parts, stack=args.stack)),
             opts=child,
         )
 
         user_data = pulumi.Output.all(
             account.region, address.allocation_id, bucket.bucket, bundle.key,
-            args.spot_group_name, args.on_demand_group_name,
+            args.spot_group_name, args.on_demand_group_name, redis_volume.id,
         ).apply(lambda values: base64.b64encode(render_edge(
             config, stack=args.stack, region=values[0], eip_allocation_id=values[1],
             bundle_bucket=values[2], bundle_key=values[3], spot_group=values[4],
-            on_demand_group=values[5],
+            on_demand_group=values[5], redis_volume_id=values[6],
         ).encode()).decode())
         edge = config.edge
         template = aws.ec2.LaunchTemplate(
@@ -126,7 +146,7 @@ class Edge(pulumi.ComponentResource):
             min_size=1,
             max_size=1,
             desired_capacity=1,
-            vpc_zone_identifiers=args.subnet_ids,
+            vpc_zone_identifiers=[subnet_id],
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             health_check_type="EC2",
             health_check_grace_period=300,
@@ -156,10 +176,26 @@ class Edge(pulumi.ComponentResource):
 
 
 def _edge_policy(partition: str, region: str, account_id: str, allocation_id: str,
-                 bucket: str, *, stack: str) -> str:
+                 bucket: str, redis_volume_id: str, *, stack: str) -> str:
     ec2 = f"arn:{partition}:ec2:{region}:{account_id}"
     return policy_document(
         read_fleet("ReadFleetMembership"),
+        {
+            # Whether the Redis volume is free yet (the edge before may still hold it).
+            "Sid": "SeeTheRedisVolume",
+            "Effect": "Allow",
+            "Action": "ec2:DescribeVolumes",
+            "Resource": "*",
+        },
+        {
+            # This stack's Redis volume, onto this stack's instances only: AWS checks the
+            # volume and the instance, and both carry the stack's tag.
+            "Sid": "AttachTheRedisVolume",
+            "Effect": "Allow",
+            "Action": "ec2:AttachVolume",
+            "Resource": [f"{ec2}:volume/{redis_volume_id}", f"{ec2}:instance/*"],
+            "Condition": {"StringEquals": {f"aws:ResourceTag/{STACK_TAG}": stack}},
+        },
         {
             "Sid": "TakeThisStacksAddress",
             "Effect": "Allow",
@@ -188,6 +224,68 @@ def _edge_policy(partition: str, region: str, account_id: str, allocation_id: st
             "Effect": "Allow",
             "Action": "s3:GetObject",
             "Resource": f"arn:{partition}:s3:::{bucket}/{BUNDLE_KEY}",
+        },
+    )
+
+
+class RedisSnapshots(pulumi.ComponentResource):
+    """A daily snapshot of the edge's Redis volume (found by its tags), `kept` of them, made by
+    Data Lifecycle Manager with a role that can do that and no more."""
+
+    def __init__(self, name: str, *, stack: str, kept: int, tags: dict[str, str],
+                 parent: pulumi.Resource) -> None:
+        super().__init__("llmfleet:index:RedisSnapshots", name, None,
+                         pulumi.ResourceOptions(parent=parent))
+        child = pulumi.ResourceOptions(parent=self)
+        account = Account.current(self)
+        role = aws.iam.Role(f"{name}-role", assume_role_policy=assumed_by("dlm.amazonaws.com"),
+                            tags=tags, opts=child)
+        aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=pulumi.Output.all(
+            account.partition, account.region).apply(lambda parts: _snapshot_policy(*parts)),
+            opts=child)
+        aws.dlm.LifecyclePolicy(
+            name,
+            description=f"llmfleet: daily snapshots of {stack}'s Redis volume"[:500],
+            execution_role_arn=role.arn,
+            state="ENABLED",
+            policy_details={
+                "resource_types": ["VOLUME"],
+                "target_tags": {STACK_TAG: stack, ROLE_TAG: REDIS_VOLUME_ROLE},
+                "schedules": [{
+                    "name": "daily",
+                    "create_rule": {"interval": 24, "interval_unit": "HOURS",
+                                    "times": "03:00"},
+                    "retain_rule": {"count": kept},
+                    "copy_tags": True,
+                }],
+            },
+            tags=tags,
+            opts=child,
+        )
+        self.register_outputs({})
+
+
+def _snapshot_policy(partition: str, region: str) -> str:
+    # Volumes and snapshots of the account's own (EC2's snapshot ARNs have no account).
+    ec2 = f"arn:{partition}:ec2:{region}"
+    return policy_document(
+        {
+            "Sid": "FindTheVolumes",
+            "Effect": "Allow",
+            "Action": ["ec2:DescribeVolumes", "ec2:DescribeInstances", "ec2:DescribeSnapshots"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "SnapshotTheVolume",
+            "Effect": "Allow",
+            "Action": "ec2:CreateSnapshot",
+            "Resource": [f"{ec2}:*:volume/*", f"{ec2}::snapshot/*"],
+        },
+        {
+            "Sid": "TagAndPruneItsSnapshots",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags", "ec2:DeleteSnapshot"],
+            "Resource": f"{ec2}::snapshot/*",
         },
     )
 

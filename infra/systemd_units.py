@@ -51,6 +51,8 @@ def exec_line(argv: Sequence[str]) -> str:
 
 def _unit(service: Service, place: Placement, after: list[str]) -> UnitFile | None:
     unit = [f"After={' '.join(after)}", f"Wants={' '.join(after)}"] if after else []
+    if service.data_dir:
+        unit += [f"RequiresMountsFor={service.data_dir}"]
     if service.packaged_unit:
         lines = ["[Unit]", *unit] if unit else []
         if service.replaces_command:

@@ -237,6 +237,8 @@ class Service:
     groups: tuple[str, ...] = ()
     runtime_directory: str | None = None
     environment_file: str | None = None
+    # A directory on a volume of its own: the service never starts without it mounted.
+    data_dir: str | None = None
 
 
 def edge_services(config: FleetConfig, place: Placement) -> list[Service]:
@@ -292,6 +294,9 @@ def _redis(place: Placement) -> Service:
         health=place.redis_url,
         packaged_unit="redis-server.service",
         user=None,
+        # On an edge host the keys are on the stack's Redis volume (infra/edge.py): an empty
+        # directory of the instance's own disk would answer 401 to every client.
+        data_dir=place.redis_dir if place.edge_host else None,
     )
 
 

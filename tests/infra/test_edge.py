@@ -64,8 +64,8 @@ def test_the_edge_boots_with_its_eip_bundle_and_both_gpu_groups(program, mocks):
             "/opt/llmfleet/src", "/etc/llmfleet/edge.env"] in runcmd
     # The address comes last, once nginx's /health answers (the nginx record's own URL).
     [nginx] = [s for s in edge_services_of("startup-prod") if s.name == "nginx"]
-    assert runcmd[-1] == (f"/opt/llmfleet/venv/bin/python {boot} publish {REGION} {allocation} "
-                          f"{nginx.health} 300 || systemctl poweroff")
+    assert runcmd[-1] == (f"/opt/llmfleet/venv/bin/python -m llmfleet.edge.boot publish {REGION} "
+                          f"{allocation} {nginx.health} 300 || systemctl poweroff")
     assert f"--groups {exports['spot_group']} {exports['on_demand_group']}" in text
     assert f"--region {REGION}" in text
 
@@ -86,7 +86,13 @@ def test_edge_role_is_scoped_to_this_stacks_address_instances_and_bundle(program
     found = {s["Sid"]: s for document in documents for s in statements(document)}
     assert set(found) == {"ReadFleetMembership", "TakeThisStacksAddress",
                           "OnlyOntoThisStacksInstances", "PublishTheFleetsLoad",
+                          "SeeTheRedisVolume", "AttachTheRedisVolume",
                           "FetchTheLlmfleetBundle", "ReportAFailedBoot"}
+    volume = mocks.ids["aws:ebs/volume:Volume", "startup-prod-edge-redis"]
+    assert found["AttachTheRedisVolume"] == {
+        "Sid": "AttachTheRedisVolume", "Effect": "Allow", "Action": "ec2:AttachVolume",
+        "Resource": [f"{ec2}:volume/{volume}", f"{ec2}:instance/*"],
+        "Condition": {"StringEquals": {"aws:ResourceTag/llmfleet:stack": "startup-prod"}}}
     assert found["PublishTheFleetsLoad"]["Action"] == "cloudwatch:PutMetricData"
     assert found["PublishTheFleetsLoad"]["Condition"] == {
         "StringEquals": {"cloudwatch:namespace": "llmfleet"}}

@@ -1,6 +1,7 @@
-"""The edge's boot script (`edge_boot.py` in its user data), run against moto: the bundle and
-the private address first; the Elastic IP only once nginx's /health answers, and an instance
-marked unhealthy when it never does."""
+"""The edge's first boot, run against moto: the user data's own script unpacks the bundle and
+notes the private address; then `llmfleet.edge.boot` attaches the stack's Redis volume (waiting
+for the edge before to let go of it) and prepares it once, and takes the Elastic IP only once
+nginx's /health answers, marking the instance unhealthy when it never does."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import importlib.util
 import io
 import subprocess
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +24,7 @@ from infra_helpers import import_infra, stack_config_env
 from moto import mock_aws
 
 from llmfleet.config import from_pulumi_config_env
+from llmfleet.edge import boot
 
 REGION = "us-east-1"
 PRIVATE_IP = "10.0.1.23"
@@ -32,7 +35,7 @@ def user_data() -> dict[str, Any]:
     return yaml.safe_load(import_infra("cloud_init").render_edge(
         config, stack="startup-prod", region=REGION, eip_allocation_id="eipalloc-0a1b2c3d",
         bundle_bucket="bundle", bundle_key="llmfleet.zip", spot_group="spot",
-        on_demand_group="ondemand"))
+        on_demand_group="ondemand", redis_volume_id="vol-0123456789abcdef0"))
 
 
 @pytest.fixture
@@ -85,6 +88,7 @@ def edge(edge_boot: ModuleType, monkeypatch: pytest.MonkeyPatch) -> Iterator[Edg
         account = Edge()
         metadata = {"instance-id": account.instance_id, "local-ipv4": PRIVATE_IP}
         monkeypatch.setattr(edge_boot, "metadata", metadata.__getitem__)
+        monkeypatch.setattr(boot, "metadata", metadata.__getitem__)
         yield account
 
 
@@ -105,10 +109,10 @@ def nginx(status: int) -> tuple[ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}/health"
 
 
-def test_the_address_is_taken_once_nginx_answers(edge_boot, edge):
+def test_the_address_is_taken_once_nginx_answers(edge):
     server, url = nginx(200)
     try:
-        edge_boot.publish(REGION, edge.allocation_id, url, "5")
+        boot.publish(REGION, edge.allocation_id, url, "5")
     finally:
         server.shutdown()
 
@@ -116,12 +120,11 @@ def test_the_address_is_taken_once_nginx_answers(edge_boot, edge):
     assert edge.health() == "Healthy"
 
 
-def test_an_edge_whose_nginx_never_answers_is_marked_unhealthy_and_gets_no_address(
-        edge_boot, edge):
+def test_an_edge_whose_nginx_never_answers_is_marked_unhealthy_and_gets_no_address(edge):
     server, url = nginx(404)
     try:
         with pytest.raises(RuntimeError, match="did not answer within 1 s"):
-            edge_boot.publish(REGION, edge.allocation_id, url, "1")
+            boot.publish(REGION, edge.allocation_id, url, "1")
     finally:
         server.shutdown()
 
@@ -144,9 +147,11 @@ def test_fetch_unpacks_the_bundle_and_notes_the_private_address(edge_boot, edge,
     assert env_file.read_text() == f"LLMFLEET_PRIVATE_IP={PRIVATE_IP}\n"
 
 
-def test_without_a_python_to_run_the_script_the_instance_powers_off(tmp_path):
-    # The last runcmd line, as cloud-init hands it to sh; a stand-in systemctl records its call.
-    publish = user_data()["runcmd"][-1]
+@pytest.mark.parametrize("step", ["redis-volume", "publish"])
+def test_without_a_python_to_run_a_step_the_instance_powers_off(tmp_path, step):
+    # The step's runcmd line, as cloud-init hands it to sh; a stand-in systemctl records it.
+    [publish] = [c for c in user_data()["runcmd"]
+                 if isinstance(c, str) and f"llmfleet.edge.boot {step} " in c]
     assert publish.startswith("/opt/llmfleet/venv/bin/python ")
     assert not Path("/opt/llmfleet/venv/bin/python").exists()
     called = tmp_path / "systemctl-called"
@@ -159,3 +164,71 @@ def test_without_a_python_to_run_the_script_the_instance_powers_off(tmp_path):
                    capture_output=True, timeout=30, check=False)
 
     assert called.read_text() == "poweroff\n"
+
+
+# -- the Redis volume: the keys outlive the instance -----------------------------------------
+
+VOLUME_ZONE = f"{REGION}a"
+
+
+def test_a_free_redis_volume_is_attached_to_this_edge(edge):
+    volume = edge.ec2.create_volume(AvailabilityZone=VOLUME_ZONE, Size=1)["VolumeId"]
+
+    boot.attach(edge.ec2, volume, edge.instance_id, time.monotonic() + 30)
+
+    [found] = edge.ec2.describe_volumes(VolumeIds=[volume])["Volumes"]
+    assert [a["InstanceId"] for a in found["Attachments"]] == [edge.instance_id]
+    # Again, as after a reboot: already ours, nothing to do.
+    boot.attach(edge.ec2, volume, edge.instance_id, time.monotonic() + 30)
+
+
+def test_the_new_edge_waits_for_the_one_before_to_let_go_of_the_volume(edge):
+    volume = edge.ec2.create_volume(AvailabilityZone=VOLUME_ZONE, Size=1)["VolumeId"]
+    image = edge.ec2.describe_images()["Images"][0]["ImageId"]
+    before = edge.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                                    Placement={"AvailabilityZone": VOLUME_ZONE})["Instances"][0]
+    edge.ec2.attach_volume(VolumeId=volume, InstanceId=before["InstanceId"], Device="/dev/sdf")
+    attaching = threading.Thread(target=boot.attach, args=(
+        edge.ec2, volume, edge.instance_id, time.monotonic() + 60))
+    attaching.start()
+    edge.ec2.detach_volume(VolumeId=volume, InstanceId=before["InstanceId"])  # it terminates
+    attaching.join(timeout=60)
+
+    assert not attaching.is_alive()
+    [found] = edge.ec2.describe_volumes(VolumeIds=[volume])["Volumes"]
+    assert [a["InstanceId"] for a in found["Attachments"]] == [edge.instance_id]
+
+
+def test_a_volume_still_held_at_the_deadline_stops_the_boot(edge):
+    volume = edge.ec2.create_volume(AvailabilityZone=VOLUME_ZONE, Size=1)["VolumeId"]
+    image = edge.ec2.describe_images()["Images"][0]["ImageId"]
+    other = edge.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                                   Placement={"AvailabilityZone": VOLUME_ZONE})["Instances"][0]
+    edge.ec2.attach_volume(VolumeId=volume, InstanceId=other["InstanceId"], Device="/dev/sdf")
+
+    with pytest.raises(RuntimeError, match="is still held by"):
+        boot.attach(edge.ec2, volume, edge.instance_id, time.monotonic())
+
+
+def test_the_first_edge_makes_the_file_system_and_the_next_keeps_its_data(tmp_path):
+    # A file stands in for the block device: blkid and mkfs.ext4 are the real ones.
+    device = tmp_path / "volume.img"
+    device.write_bytes(b"\0" * (8 << 20))
+    fstab, mount_point = tmp_path / "fstab", tmp_path / "redis"
+    fstab.write_text("LABEL=cloudimg-rootfs / ext4 defaults 0 1\n")
+    done: list[list[str]] = []
+
+    def run(argv, **kwargs):
+        done.append(list(argv))
+        if argv[0] in ("blkid", "mkfs.ext4"):
+            return subprocess.run(argv, **kwargs)
+        return subprocess.CompletedProcess(argv, 0)  # mount, chown: root's, on a real edge
+
+    boot.prepare(str(device), str(mount_point), str(fstab), run=run)
+    boot.prepare(str(device), str(mount_point), str(fstab), run=run)  # the next edge
+
+    assert [argv[0] for argv in done].count("mkfs.ext4") == 1
+    [entry] = [line for line in fstab.read_text().splitlines() if str(mount_point) in line]
+    assert entry.startswith("UUID=") and entry.endswith(f"{mount_point} ext4 defaults,nofail 0 2")
+    assert ["mount", str(mount_point)] in done
+    assert ["chown", "redis:redis", str(mount_point)] in done

@@ -40,7 +40,7 @@ def render_edge(stack: str, **sections: Any) -> str:
     return import_infra("cloud_init").render_edge(
         config, stack=stack, region="us-east-1", eip_allocation_id="eipalloc-0a1b2c3d",
         bundle_bucket="bundle", bundle_key="llmfleet.zip", spot_group="spot",
-        on_demand_group="ondemand")
+        on_demand_group="ondemand", redis_volume_id="vol-0123456789abcdef0")
 
 
 def edge_user_data(stack: str, **sections: Any) -> dict[str, Any]:
@@ -75,10 +75,13 @@ def test_every_record_becomes_the_unit_cloud_init_writes_with_its_exact_command_
         name = systemd.unit_name(service)
         path = (f"/etc/systemd/system/{name}.d/llmfleet.conf" if service.packaged_unit
                 else f"/etc/systemd/system/{name}")
-        if service.packaged_unit and not service.replaces_command and not service.after:
+        if (service.packaged_unit and not service.replaces_command and not service.after
+                and not service.data_dir):
             assert path not in written, f"{name} runs as packaged"
             continue
         settings = unit(written[path])
+        if service.data_dir:  # Redis: never on an empty directory instead of its volume
+            assert settings["RequiresMountsFor"] == [service.data_dir], name
         if not service.packaged_unit or service.replaces_command:
             # systemd splits ExecStart as a shell would (its own quoting): the same argv.
             exec_start = settings["ExecStart"][-1].replace("${LLMFLEET_PRIVATE_IP}", PRIVATE_IP)
@@ -114,11 +117,17 @@ def test_services_start_in_record_order_after_the_password_is_made():
     data = edge_user_data("university-prod")
     _, _, services = edge_host("university-prod")
     systemd = import_infra("systemd_units")
-    started = [c[-1] for c in data["runcmd"] if c[:1] == ["systemctl"] and len(c) > 2]
+    started = [c[-1] for c in data["runcmd"]
+               if c[:1] == ["systemctl"] and len(c) > 2 and c[1] != "stop"]
     assert started == [systemd.unit_name(s) for s in services]
     auth = data["runcmd"].index([REDIS_AUTH])
     assert all(data["runcmd"].index(c) > auth for c in data["runcmd"]
-               if c[:1] == ["systemctl"] and c[-1] != "daemon-reload")
+               if c[:1] == ["systemctl"] and c[1] not in ("daemon-reload", "stop"))
+    # The package's Redis, started on install, stops before its volume is mounted over its
+    # directory, and starts again with the others.
+    stop = data["runcmd"].index(["systemctl", "stop", "redis-server"])
+    [volume] = [c for c in data["runcmd"] if "llmfleet.edge.boot redis-volume" in str(c)]
+    assert stop < data["runcmd"].index(volume) < auth
 
 
 def test_the_sync_agent_serves_the_monitor_the_ports_its_prometheus_scrapes():

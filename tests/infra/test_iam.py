@@ -29,8 +29,8 @@ def test_every_inline_policy_passes_parliament(program, mocks, stack):
     policies = mocks.of_type(ROLE_POLICY)
     # The GPU node's Session Manager, token and lifecycle rights; the edge's Session Manager,
     # fleet and health rights; the monitor's Session Manager and its own; the drain and scaler
-    # Lambdas'.
-    assert len(policies) == 10
+    # Lambdas'; the Redis volume's snapshots.
+    assert len(policies) == 11
     for policy in policies:
         findings = analyze_policy_string(policy.inputs["policy"]).findings
         assert findings == [], f"{policy.name}: {[(f.issue, f.detail) for f in findings]}"

@@ -27,7 +27,7 @@ DEPLOYMENT = "llmfleet:index:Deployment"
 COMPONENTS = ["llmfleet:index:Network", "llmfleet:index:SecurityGroups",
               "llmfleet:index:GpuFleet", "llmfleet:index:Edge", "llmfleet:index:SpotDrain",
               "llmfleet:index:Scaler", "llmfleet:index:CostControls",
-              "llmfleet:index:Monitor"]
+              "llmfleet:index:Monitor", "llmfleet:index:RedisSnapshots"]
 
 
 def expected_tags(client: str, environment: str, stack: str) -> dict[str, str]:
@@ -49,7 +49,7 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
     assert {r.name for r in components} == {
         "acme-prod", "acme-prod-net", "acme-prod-sg", "acme-prod-gpu", "acme-prod-edge",
         "acme-prod-drain", "acme-prod-scaler",
-        "acme-prod-cost", "acme-prod-monitor"}
+        "acme-prod-cost", "acme-prod-monitor", "acme-prod-edge-snapshots"}
     assert mocks.names("aws:autoscaling/group:Group") == [
         "acme-prod-edge-group", "acme-prod-gpu-ondemand", "acme-prod-gpu-spot"]
     assert exports == {

@@ -42,18 +42,19 @@ def test_typical_scale_prices_the_cheapest_type_per_unit_plus_the_always_on_part
         "g5.xlarge (spot, spot group)": (2, 1.0),
         "g6.xlarge (on-demand fallback, always on)": (1, 0.8),
         "t3.small (edge, on-demand)": (1, 0.02),
-        # 3 running GPU nodes, 100 GiB each; 1 in the warm pool and the edge's 20.
+        # 3 running GPU nodes, 100 GiB each; 1 in the warm pool, the edge's 20 and the 1 of
+        # its Redis volume.
         "gp3 GiB (running GPU nodes)": (300, 0.03),
-        "gp3 GiB (the warm pool's stopped nodes, edge)": (120, 0.012),
+        "gp3 GiB (the warm pool's stopped nodes, edge, its Redis volume)": (121, 0.0121),
         # The edge's EIP, and each running GPU node (no NAT, so they have public addresses).
         "public IPv4 addresses (edge, monitor)": (1, 0.005),
         "public IPv4 addresses (GPU nodes)": (3, 0.015),
         # 5 metrics (1.50 a month), a put every 10 s, 5 metrics read a minute.
         "CloudWatch: the fleet's load for the scaler": (1, round(CLOUDWATCH, 6)),
     }
-    assert CLOUDWATCH * HOURS_PER_MONTH == pytest.approx(1.5 + 2.628 + 2.19)
-    assert typical.usd_per_hour == pytest.approx(1.882 + CLOUDWATCH)
-    assert typical.usd_per_month == pytest.approx((1.882 + CLOUDWATCH) * HOURS_PER_MONTH)
+    assert round(CLOUDWATCH * HOURS_PER_MONTH, 3) == 6.318  # 1.50 + 2.628 + 2.19
+    assert typical.usd_per_hour == pytest.approx(1.8821 + CLOUDWATCH)
+    assert typical.usd_per_month == pytest.approx((1.8821 + CLOUDWATCH) * HOURS_PER_MONTH)
 
 
 def test_at_minimum_only_the_always_on_parts_remain():
@@ -62,11 +63,11 @@ def test_at_minimum_only_the_always_on_parts_remain():
     assert minimum.gpu_units == 0
     assert [line.item for line in minimum.lines] == [
         "t3.small (edge, on-demand)",
-        "gp3 GiB (the warm pool's stopped nodes, edge)",
+        "gp3 GiB (the warm pool's stopped nodes, edge, its Redis volume)",
         "public IPv4 addresses (edge, monitor)",
         "CloudWatch: the fleet's load for the scaler",
     ]
-    assert minimum.usd_per_hour == pytest.approx(0.02 + 20 * 0.0001 + 0.005 + CLOUDWATCH)
+    assert minimum.usd_per_hour == pytest.approx(0.02 + 21 * 0.0001 + 0.005 + CLOUDWATCH)
 
 
 def test_nat_adds_the_gateway_and_takes_the_nodes_public_addresses_away():
@@ -96,8 +97,8 @@ def test_a_type_without_a_price_names_the_key_to_add():
 def test_the_estimate_serialises_for_a_cli():
     as_dict = estimate_hourly_cost(_config(prices={**PRICES, "pkr_per_usd": 300})).as_dict()
     assert set(as_dict) == {"min", "typical", "max", "on_share", "pkr_per_usd"}
-    assert as_dict["typical"]["usd_per_hour"] == round(1.882 + CLOUDWATCH, 4)
-    assert as_dict["typical"]["pkr_per_month"] == round((1.882 + CLOUDWATCH) * HOURS_PER_MONTH
+    assert as_dict["typical"]["usd_per_hour"] == round(1.8821 + CLOUDWATCH, 4)
+    assert as_dict["typical"]["pkr_per_month"] == round((1.8821 + CLOUDWATCH) * HOURS_PER_MONTH
                                                         * 300)
     # No schedule: the month is the month.
     assert as_dict["on_share"] == 1

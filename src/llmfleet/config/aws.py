@@ -157,6 +157,11 @@ class EdgeSpec(Strict):
     instance_type: InstanceTypeName = "t3.small"
     allowed_cidrs: tuple[Cidr, ...] = ()
     root_volume_gib: int = Field(20, ge=8, le=1024)
+    # API keys live in Redis on a volume of their own, which outlives any edge instance.
+    redis_volume_gib: int = Field(
+        1, ge=1, le=1024, description="the encrypted gp3 volume holding Redis's data (keys)")
+    redis_snapshots_kept: int = Field(
+        7, ge=1, le=1000, description="daily snapshots of the Redis volume to keep")
     ami_parameter: SsmParameterName = UBUNTU_PARAMETER
     # Each pass reads the fleet's members and probes every one's /health (active health
     # checks): a node that stops answering is out within one interval.

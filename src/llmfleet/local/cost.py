@@ -114,7 +114,7 @@ def _at_scale(config: FleetConfig, scale: str, units: int) -> ScaleCost:
     warm_nodes = config.on_demand.warm_pool
     running_gpu_nodes = spot_nodes + fallback_nodes
     disk_gib = ((running_gpu_nodes + warm_nodes) * config.gpu_node.root_volume_gib
-                + config.edge.root_volume_gib)
+                + config.edge.root_volume_gib + config.edge.redis_volume_gib)
 
     running_gib = running_gpu_nodes * config.gpu_node.root_volume_gib
     kept_gib = disk_gib - running_gib
@@ -128,7 +128,7 @@ def _at_scale(config: FleetConfig, scale: str, units: int) -> ScaleCost:
                  _price(prices.on_demand, "on_demand", config.edge.instance_type)),
         CostLine("gp3 GiB (running GPU nodes)", running_gib,
                  running_gib * prices.gp3_gib_month / HOURS_PER_MONTH, follows_schedule=True),
-        CostLine("gp3 GiB (the warm pool's stopped nodes, edge)", kept_gib,
+        CostLine("gp3 GiB (the warm pool's stopped nodes, edge, its Redis volume)", kept_gib,
                  kept_gib * prices.gp3_gib_month / HOURS_PER_MONTH),
     ]
     monitor = config.monitor
