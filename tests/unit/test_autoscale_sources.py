@@ -111,6 +111,8 @@ def test_a_full_fleet_with_a_queue_reads_as_the_windows_say(prometheus):
     assert metrics.running_by_node == {"backend-1": 8, "backend-2": 8}
     assert metrics.node_concurrency == 8
     assert metrics.arrivals_rps == 5.5
+    # The scale-in window's mean: 3 a second until 480 s, then 5.5 (every 5 s, 300 s to 600 s).
+    assert w.arrivals_rps_in == pytest.approx((36 * 3 + 25 * 5.5) / 61)
 
 
 def test_a_queue_younger_than_the_scale_out_window_is_not_sustained(prometheus):

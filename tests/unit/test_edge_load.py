@@ -117,6 +117,8 @@ def test_what_the_edge_publishes_the_scaler_reads_back_as_windows(cloudwatch):
     assert w.queue_per_node_min_out == 12 and w.queue_per_node_min_panic == 12
     assert w.running_min_out == 16
     assert 290 <= w.covered_s <= 310  # five minutes back, to the first sample
+    # A steady rate: the same over the scale-in window as now, so no trend either way.
+    assert w.arrivals_rps_in == 4.0
 
 
 def test_a_refused_publish_is_logged_and_the_loop_goes_on(caplog):

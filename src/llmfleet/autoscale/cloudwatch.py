@@ -113,6 +113,7 @@ def windows(series: Mapping[Metric, Series], now: float, settings: PolicySetting
         waiting_max_in=over(waiting, settings.scale_in_after_s, max),
         running_max_in=over(running, settings.scale_in_after_s, max),
         running_min_out=over(running, settings.scale_out_after_s, min),
+        arrivals_rps_in=over(series[Metric.ARRIVALS], settings.scale_in_after_s, _mean),
     )
 
 
@@ -135,12 +136,16 @@ class CloudWatchSource:
         concurrency = self._get(now - CONCURRENCY_LOOKBACK_S, end, self.period_s, "Maximum",
                                 (Metric.UNIT_CONCURRENCY,))[Metric.UNIT_CONCURRENCY]
         gap = GAP_PERIODS * self.period_s
+        arrivals = found[Metric.ARRIVALS]
+        # The mean over the scale-out window, which the policy reads against the scale-in
+        # window's mean for the trend; none once the edge stopped publishing.
+        recent = arrivals.since(now - max(gap, self.settings.scale_out_after_s))
         return FleetMetrics(
             waiting=found[Metric.WAITING].latest(now, gap),
             running=found[Metric.RUNNING].latest(now, gap),
             windows=windows(found, now, self.settings, self.period_s),
             node_concurrency=max((v for _, v in concurrency.points), default=None),
-            arrivals_rps=found[Metric.ARRIVALS].latest(now, gap),
+            arrivals_rps=_mean(recent) if arrivals.latest(now, gap) is not None else None,
         )
 
     def _get(self, start: float, end: float, period_s: int, stat: str,
@@ -169,6 +174,10 @@ class CloudWatchSource:
                               f"CloudWatch: {error}") from None
         return {metric: Series(tuple(sorted(points[f"m{i}"])))
                 for i, metric in enumerate(metrics)}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _dimensions(stack: str) -> list[dict[str, str]]:

@@ -49,6 +49,7 @@ class Queries:
     waiting_max_in: str
     running_max_in: str
     running_min_out: str
+    arrivals_rps_in: str
     history: str  # a range selector: the raw samples coverage is read from
 
     def instant(self) -> dict[str, str]:
@@ -74,6 +75,10 @@ def queries(scaling: Autoscaling, evaluation_interval_s: float) -> Queries:
         waiting_max_in=_over("max", WAITING, scaling.scale_in_after_s),
         running_max_in=_over("max", RUNNING, scaling.scale_in_after_s),
         running_min_out=_over("min", RUNNING, scaling.scale_out_after_s),
+        # The mean arrival rate over the scale-in window, against the rate now: the trend.
+        arrivals_rps_in=(f"avg_over_time(sum({EDGE_ANSWERS})"
+                         f"[{duration(max(scaling.scale_in_after_s, 1))}:"
+                         f"{duration(evaluation_interval_s)}])"),
         history=f'{{__name__=~"{"|".join(WINDOW_SERIES)}"}}[{duration(reach)}]',
     )
 
@@ -107,6 +112,7 @@ class PrometheusSource:
             waiting_max_in=one("waiting_max_in"),
             running_max_in=one("running_max_in"),
             running_min_out=one("running_min_out"),
+            arrivals_rps_in=one("arrivals_rps_in"),
         )
         by_node = {s["metric"].get("node", ""): _number(s["value"][1])
                    for s in values["running_by_node"]}
