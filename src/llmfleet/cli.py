@@ -68,8 +68,22 @@ def _say_last(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+# Every command's --help ends with what its exit code means.
+EXIT_CODES = "exit codes: 0 done, 1 failed (the message says why), 2 bad usage or config"
+
+
+class _Commands(argparse._SubParsersAction):
+    """Subcommands that all carry the exit codes under their help."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("epilog", EXIT_CODES)
+        return super().add_parser(name, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmfleet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="llmfleet", description=__doc__, epilog=EXIT_CODES)
+    parser.register("action", "parsers", _Commands)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up_cmd = commands.add_parser("up", help="start the local sandbox (backends + nginx edge)")
@@ -96,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 
     down_cmd = commands.add_parser("down", help="stop everything `up` started (idempotent)")
     _state_dir_option(down_cmd)
+    down_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     down_cmd.set_defaults(handler=_down)
 
     demo_cmd = commands.add_parser(
@@ -127,7 +142,9 @@ def _parser() -> argparse.ArgumentParser:
 
     from llmfleet.gateway import cli as keys_cli
 
-    keys_cmd = commands.add_parser("keys", help="API keys: create, list, revoke, set-tier")
+    keys_cmd = commands.add_parser(
+        "keys", help="API keys: create, list, revoke, set-tier, export, import")
+    keys_cmd.register("action", "parsers", _Commands)  # its actions' help ends the same way
     keys_cli.add_arguments(keys_cmd)
     keys_cmd.set_defaults(handler=_keys)
 
@@ -153,8 +170,18 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="validate a sandbox config or a Pulumi stack file")
     check_cmd.add_argument("file", type=Path,
                            help="e.g. examples/sandbox.yaml or stacks/Pulumi.<stack>.yaml")
+    check_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     check_cmd.set_defaults(handler=_check_config)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llmfleet")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _state_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -228,8 +255,12 @@ def _status(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     from llmfleet.local.sandbox import down
 
-    stopped = down(_state_dir(args), say=_say)
-    _say(f"sandbox is down ({stopped} process{'es' if stopped != 1 else ''} stopped)")
+    state_dir = _state_dir(args)
+    stopped = down(state_dir, say=_say)
+    if args.json:
+        print(json.dumps({"state_dir": str(state_dir), "stopped": stopped}))
+    else:
+        _say(f"sandbox is down ({stopped} process{'es' if stopped != 1 else ''} stopped)")
     return EXIT_OK
 
 
@@ -253,7 +284,10 @@ def _check_config(args: argparse.Namespace) -> int:
     from llmfleet.config import ConfigKind, load_config
 
     loaded = load_config(args.file)
-    if loaded.kind is ConfigKind.STACK:
+    if args.json:
+        print(json.dumps({"file": str(args.file), "valid": True, "kind": str(loaded.kind),
+                          "stack": loaded.stack or loaded.config.stack_name}))
+    elif loaded.kind is ConfigKind.STACK:
         print(f"{args.file}: valid {loaded.kind} for stack {loaded.stack}")
     else:
         print(f"{args.file}: valid {loaded.kind} ({loaded.config.stack_name})")

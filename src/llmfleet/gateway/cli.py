@@ -48,10 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     revoke = actions.add_parser("revoke", help="refuse a key from now on")
     revoke.add_argument("key", help="the key, or its id from `keys list`")
+    revoke.add_argument("--json", action="store_true", help="the record after the change")
 
     set_tier = actions.add_parser("set-tier", help="move a key to another tier")
     set_tier.add_argument("key", help="the key, or its id from `keys list`")
     set_tier.add_argument("tier")
+    set_tier.add_argument("--json", action="store_true", help="the record after the change")
 
     export = actions.add_parser(
         "export", help="every key record as JSON lines (digests, never keys): a backup")
@@ -88,10 +90,12 @@ def run(args: argparse.Namespace, default_store: DefaultStore) -> int:
                 _print_table(records)
         elif args.action == "revoke":
             record = store.revoke(args.key)
-            print(f"revoked {record.id} (client {record.client})")
+            print(json.dumps(record.to_dict()) if args.json
+                  else f"revoked {record.id} (client {record.client})")
         elif args.action == "set-tier":
             record = store.set_tier(args.key, args.tier)
-            print(f"{record.id} (client {record.client}) is now on tier {record.tier}")
+            print(json.dumps(record.to_dict()) if args.json
+                  else f"{record.id} (client {record.client}) is now on tier {record.tier}")
         elif args.action == "export":
             _export(store, args.output)
         elif args.action == "import":

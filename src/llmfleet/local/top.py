@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Prometheus to read (default: the running sandbox's)")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="the sandbox's state folder (default: as `llmfleet status`)")
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
+    parser.add_argument("--interval", type=_interval, default=2.0,
+                        help="seconds between redraws: 0.2-3600 (default 2)")
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
 
 
@@ -160,3 +161,14 @@ def _pct(value: float | None) -> str:
 
 def _sandbox_prometheus(state_dir: Path | None) -> str | None:
     return status(state_dir or default_state_dir()).prometheus_url
+
+
+def _interval(text: str) -> float:
+    """--interval as seconds, or argparse's usage error naming what is allowed."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.2 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{value:g} s is out of range; allowed: 0.2 to 3600")
+    return value
