@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 from common import STACK_TAG, read_fleet
-from lambdas import packaged_function
+from lambdas import packaged_function, resize_groups, triggered_by_rule
 
 from llmfleet.autoscale.drain import (
     INTERRUPTION,
@@ -57,7 +56,6 @@ class SpotDrain(pulumi.ComponentResource):
         self, name: str, args: SpotDrainArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("llmfleet:index:SpotDrain", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         packaged = packaged_function(
             name,
             parent=self,
@@ -75,18 +73,11 @@ class SpotDrain(pulumi.ComponentResource):
         )
         function = packaged.function
         for label, detail_type in EVENTS.items():
-            rule = aws.cloudwatch.EventRule(
-                f"{name}-{label}",
+            triggered_by_rule(
+                f"{name}-{label}", function, parent=self,
                 description=f"llmfleet: {detail_type} to {args.stack}'s drain Lambda",
                 event_pattern=json.dumps({"source": ["aws.ec2"], "detail-type": [detail_type]}),
-                tags=args.tags,
-                opts=child,
-            )
-            aws.cloudwatch.EventTarget(f"{name}-{label}", rule=rule.name, arn=function.arn,
-                                       opts=child)
-            aws.lambda_.Permission(
-                f"{name}-{label}", action="lambda:InvokeFunction", function=function.name,
-                principal="events.amazonaws.com", source_arn=rule.arn, opts=child)
+                tags=args.tags)
 
         self.function_name = function.name
         self.log_group_name = packaged.logs.name
@@ -110,10 +101,5 @@ def _drain_statements(partition: str, region: str, account_id: str, spot_group_a
                 "ForAllValues:StringEquals": {"aws:TagKeys": [DRAINING_TAG]},
             },
         },
-        {
-            "Sid": "ResizeThisStacksGpuGroups",
-            "Effect": "Allow",
-            "Action": "autoscaling:SetDesiredCapacity",
-            "Resource": [spot_group_arn, on_demand_group_arn],
-        },
+        resize_groups(spot_group_arn, on_demand_group_arn),
     ]

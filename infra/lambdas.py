@@ -69,6 +69,32 @@ def packaged_function(
     return PackagedFunction(function, logs)
 
 
+def triggered_by_rule(name: str, function: aws.lambda_.Function, *, parent: pulumi.Resource,
+                      description: str, tags: dict[str, str],
+                      event_pattern: str | None = None,
+                      schedule_expression: str | None = None) -> aws.cloudwatch.EventRule:
+    """An EventBridge rule (an event pattern or a schedule) that invokes `function`, and the
+    permission for EventBridge to do so from that rule only."""
+    child = pulumi.ResourceOptions(parent=parent)
+    rule = aws.cloudwatch.EventRule(name, description=description, event_pattern=event_pattern,
+                                    schedule_expression=schedule_expression, tags=tags,
+                                    opts=child)
+    aws.cloudwatch.EventTarget(name, rule=rule.name, arn=function.arn, opts=child)
+    aws.lambda_.Permission(name, action="lambda:InvokeFunction", function=function.name,
+                           principal="events.amazonaws.com", source_arn=rule.arn, opts=child)
+    return rule
+
+
+def resize_groups(spot_group_arn: str, on_demand_group_arn: str) -> dict[str, Any]:
+    """Setting the desired capacity of this stack's two GPU groups, and of no other."""
+    return {
+        "Sid": "ResizeThisStacksGpuGroups",
+        "Effect": "Allow",
+        "Action": "autoscaling:SetDesiredCapacity",
+        "Resource": [spot_group_arn, on_demand_group_arn],
+    }
+
+
 def _write_logs(partition: str, region: str, account_id: str, log_group: str) -> dict[str, Any]:
     return {
         "Sid": "WriteItsLogs",

@@ -10,7 +10,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 from common import read_fleet
-from lambdas import packaged_function
+from lambdas import packaged_function, resize_groups, triggered_by_rule
 
 from llmfleet.autoscale.cloudwatch import period_for
 from llmfleet.autoscale.policy import PolicySettings
@@ -82,7 +82,6 @@ class Scaler(pulumi.ComponentResource):
         self, name: str, args: ScalerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("llmfleet:index:Scaler", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
         config = args.config
         parameter = aws.ssm.Parameter(
             f"{name}-state",
@@ -119,18 +118,10 @@ class Scaler(pulumi.ComponentResource):
             tags=args.tags,
         )
         function = packaged.function
-        rule = aws.cloudwatch.EventRule(
-            f"{name}-schedule",
-            description=f"llmfleet: run {args.stack}'s scaler",
-            schedule_expression=schedule(config.autoscaling.interval_s),
-            tags=args.tags,
-            opts=child,
-        )
-        aws.cloudwatch.EventTarget(f"{name}-schedule", rule=rule.name, arn=function.arn,
-                                   opts=child)
-        aws.lambda_.Permission(
-            f"{name}-schedule", action="lambda:InvokeFunction", function=function.name,
-            principal="events.amazonaws.com", source_arn=rule.arn, opts=child)
+        triggered_by_rule(f"{name}-schedule", function, parent=self,
+                          description=f"llmfleet: run {args.stack}'s scaler",
+                          schedule_expression=schedule(config.autoscaling.interval_s),
+                          tags=args.tags)
 
         self.function_name = function.name
         self.log_group_name = packaged.logs.name
@@ -149,12 +140,7 @@ def _scaler_statements(partition: str, region: str, account_id: str, spot_group_
             "Action": "cloudwatch:GetMetricData",
             "Resource": "*",
         },
-        {
-            "Sid": "ResizeThisStacksGpuGroups",
-            "Effect": "Allow",
-            "Action": "autoscaling:SetDesiredCapacity",
-            "Resource": [spot_group_arn, on_demand_group_arn],
-        },
+        resize_groups(spot_group_arn, on_demand_group_arn),
         {
             "Sid": "KeepItsState",
             "Effect": "Allow",
