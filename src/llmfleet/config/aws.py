@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from enum import StrEnum
 from typing import Annotated, Self
 
 from pydantic import (
@@ -145,13 +146,93 @@ def _cidr(value: str) -> str:
 Cidr = Annotated[str, Field(description="an IPv4 or IPv6 CIDR block")]
 
 
+# Open to the whole internet: plain HTTP there sends every API key in clear text.
+WORLD = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+DomainName = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$",
+        max_length=253),
+    Field(description="a DNS name such as api.example.com, lower case"),
+]
+EmailAddress = Annotated[
+    str,
+    StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254),
+    Field(description="an e-mail address such as ops@example.com"),
+]
+
+
+class TlsMode(StrEnum):
+    ACME = "acme"  # Let's Encrypt, by certbot on the edge
+    CERTIFICATE = "certificate"  # a chain and key of your own, from SSM SecureStrings
+    OFF = "off"  # plain HTTP
+
+
+class EdgeTls(Strict):
+    """HTTPS on the edge. `acme`: certbot gets a Let's Encrypt certificate for `domain` (which
+    must resolve to the edge's Elastic IP) and renews it. `certificate`: the PEM chain and key
+    are read at boot from the SecureString parameters named here. `off`: plain HTTP, refused
+    while `edge.allowed_cidrs` opens the edge to the whole internet unless
+    `plain_http_from_anywhere` says so (the policy pack warns about it)."""
+
+    mode: TlsMode = Field(TlsMode.OFF, description="acme, certificate or off")
+    domain: DomainName | None = Field(
+        None, description="a DNS name such as api.example.com, lower case, resolving to the "
+                          "edge's Elastic IP")
+    email: EmailAddress | None = Field(
+        None, description="an e-mail address such as ops@example.com (Let's Encrypt's "
+                          "expiry notices)")
+    certificate_parameter: SsmParameterName | None = Field(
+        None, description="an SSM parameter path starting with '/' (the SecureString holding "
+                          "the PEM certificate chain, leaf first)")
+    key_parameter: SsmParameterName | None = Field(
+        None, description="an SSM parameter path starting with '/' (the SecureString holding "
+                          "the PEM private key)")
+    plain_http_from_anywhere: bool = False
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 (PyYAML) reads an unquoted `off` as false.
+        return TlsMode.OFF if value is False else value
+
+    @model_validator(mode="after")
+    def _mode_has_what_it_needs(self) -> Self:
+        needs = {TlsMode.ACME: ("domain", "email"),
+                 TlsMode.CERTIFICATE: ("certificate_parameter", "key_parameter"),
+                 TlsMode.OFF: ()}
+        problems = [f"mode {self.mode.value} needs {key}" for key in needs[self.mode]
+                    if getattr(self, key) is None]
+        problems += [f"{key} applies to mode {mode.value} only; remove it"
+                     for mode, keys in needs.items() if mode is not self.mode
+                     for key in keys if getattr(self, key) is not None]
+        if self.plain_http_from_anywhere and self.mode is not TlsMode.OFF:
+            problems.append("plain_http_from_anywhere applies to mode off only; remove it")
+        if (self.certificate_parameter is not None
+                and self.certificate_parameter == self.key_parameter):
+            problems.append("certificate_parameter and key_parameter must differ")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def on(self) -> bool:
+        return self.mode is not TlsMode.OFF
+
+    def parameters(self) -> tuple[str, ...]:
+        """The SSM parameters the edge reads at boot (mode certificate)."""
+        return tuple(p for p in (self.certificate_parameter, self.key_parameter) if p)
+
+
 class EdgeSpec(Strict):
     """The edge node: one small instance behind an Elastic IP running nginx, Redis, the gateway
     and the upstream sync agent.
 
     `allowed_cidrs` is empty by default, so a new stack is reachable from nowhere until its
     owner says from where: the API admits whoever reaches it, and a forgotten default must not
-    put paid GPUs on the internet. Use ["0.0.0.0/0"] for a public API.
+    put paid GPUs on the internet. Use ["0.0.0.0/0"] for a public API; then `tls` must say how
+    the edge gets its certificate (see `EdgeTls`), since plain HTTP would carry API keys in
+    clear text across the internet.
     """
 
     instance_type: InstanceTypeName = "t3.small"
@@ -168,6 +249,7 @@ class EdgeSpec(Strict):
     sync_interval_s: float = Field(
         10.0, ge=1, le=3600,
         description="seconds between two passes of the edge's sync agent (members, /health)")
+    tls: EdgeTls = Field(default_factory=EdgeTls)
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -180,6 +262,22 @@ class EdgeSpec(Strict):
         if value.split(".", 1)[0] in GPU_INSTANCE_FAMILIES:
             raise ValueError("the edge needs no GPU; pick a small general-purpose type (t3.small)")
         return value
+
+    @model_validator(mode="after")
+    def _no_plain_http_to_the_world(self) -> Self:
+        if (self.tls.mode is TlsMode.OFF and not self.tls.plain_http_from_anywhere
+                and self.open_to_the_world):
+            raise ValueError(
+                f"tls.mode off with allowed_cidrs {list(self.allowed_cidrs)} sends API keys in "
+                "clear text across the internet; set tls.mode to acme (with tls.domain and "
+                "tls.email) or certificate (with tls.certificate_parameter and "
+                "tls.key_parameter), narrow allowed_cidrs, or set "
+                "tls.plain_http_from_anywhere: true")
+        return self
+
+    @property
+    def open_to_the_world(self) -> bool:
+        return any(ipaddress.ip_network(c) in WORLD for c in self.allowed_cidrs)
 
 
 class GpuNodeSpec(Strict):
