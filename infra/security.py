@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 
 from llmfleet.config.aws import DCGM_EXPORTER_PORT, NODE_EXPORTER_PORT
-from llmfleet.services import EDGE_HOST_PORTS
+from llmfleet.services import EDGE_HOST_PORTS, HTTPS
 
 ANYWHERE = "0.0.0.0/0"
 
@@ -28,10 +28,10 @@ class SecurityGroups(pulumi.ComponentResource):
 
     - GPU nodes: vLLM's port from the edge only; vLLM's /metrics, DCGM (9400) and node exporter
       (9100) from the monitor only; out: HTTPS (images, weights, SSM, AWS APIs).
-    - edge: 80 and 443 from `edge.allowed_cidrs` only (none by default); the metrics ports
-      (`EdgePorts.scraped()` in llmfleet.services: nginx on the private address, forwarding
-      /metrics only) from the monitor only; out: vLLM's port to the
-      GPU nodes, HTTPS (AWS APIs, PyPI, S3) and HTTP (Ubuntu's package mirrors).
+    - edge: HTTP and HTTPS (`EdgePorts.http`, `.https`) from `edge.allowed_cidrs` only (none
+      by default); the metrics ports (`EdgePorts.scraped()` in llmfleet.services: nginx on
+      the private address, forwarding /metrics only) from the monitor only; out: vLLM's port
+      to the GPU nodes, HTTPS (AWS APIs, PyPI, S3) and HTTP (Ubuntu's package mirrors).
     - monitor (the Monitor component's instance): nothing in (reached through SSM port
       forwarding, which needs no inbound rule); out: the scrape ports on the GPU nodes and on
       the edge, HTTPS (AWS APIs, Grafana's packages, Slack, PagerDuty) and HTTP (Ubuntu's
@@ -69,15 +69,15 @@ class SecurityGroups(pulumi.ComponentResource):
         for label, scraped in [("vllm-metrics", port), ("dcgm", DCGM_EXPORTER_PORT),
                                ("node-exporter", NODE_EXPORTER_PORT)]:
             self._ingress("gpu", f"{label}-from-monitor", scraped, source="monitor")
-        self._egress("gpu", "https", 443, cidr=ANYWHERE)
+        self._egress("gpu", "https", HTTPS, cidr=ANYWHERE)
 
         for cidr in args.edge_cidrs:
-            for web in (80, 443):
+            for web in (EDGE_HOST_PORTS.http, EDGE_HOST_PORTS.https):
                 self._ingress("edge", f"{web}-from-{_slug(cidr)}", web, cidr=cidr)
         for label, scraped in EDGE_HOST_PORTS.scraped().items():
             self._ingress("edge", f"{label}-from-monitor", scraped, source="monitor")
         self._egress("edge", "vllm-to-gpu", port, source="gpu")
-        self._egress("edge", "https", 443, cidr=ANYWHERE)
+        self._egress("edge", "https", HTTPS, cidr=ANYWHERE)
         self._egress("edge", "http", 80, cidr=ANYWHERE)
 
         for label, scraped in [("vllm-metrics", port), ("dcgm", DCGM_EXPORTER_PORT),
@@ -85,7 +85,7 @@ class SecurityGroups(pulumi.ComponentResource):
             self._egress("monitor", f"{label}-to-gpu", scraped, source="gpu")
         for label, scraped in EDGE_HOST_PORTS.scraped().items():
             self._egress("monitor", f"{label}-to-edge", scraped, source="edge")
-        self._egress("monitor", "https", 443, cidr=ANYWHERE)
+        self._egress("monitor", "https", HTTPS, cidr=ANYWHERE)
         self._egress("monitor", "http", 80, cidr=ANYWHERE)
 
         self.edge_id, self.gpu_id, self.monitor_id = (

@@ -18,7 +18,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from llmfleet.config import FleetConfig
-from llmfleet.edge.nginx import LISTEN_BACKLOG, GatewayHook, NginxPaths, nginx_binary
+from llmfleet.config.aws import TlsMode
+from llmfleet.edge.nginx import LISTEN_BACKLOG, GatewayHook, NginxPaths, TlsFiles, nginx_binary
 from llmfleet.gateway.leases import lease_ttl_s
 
 LOOPBACK = "127.0.0.1"
@@ -28,12 +29,27 @@ LOOPBACK = "127.0.0.1"
 REDIS_PASSWORD = "redis-password"
 REDIS_EXPORTER_PASSWORD = "redis-exporter.json"  # the Redis exporter's own JSON format
 
+# HTTPS's own port: the edge's TLS listener, and every host's way out to AWS's APIs and
+# downloads.
+HTTPS = 443
+# The sandbox's HTTPS port with `up --tls` where free (443 needs root).
+SANDBOX_HTTPS = 8443
+# An edge host's certificate files: certbot's for mode acme, and mode certificate's copies of
+# the SSM parameters, root-only, written at every boot (llmfleet.edge.boot tls-files).
+ACME_WEBROOT = "/var/lib/llmfleet/acme"
+ACME_LIVE_DIR = "/etc/letsencrypt/live"
+CERTIFICATE_DIR = "/etc/llmfleet/tls"
+# The sandbox's local CA and the edge's certificate from it, under its state directory.
+SANDBOX_TLS_DIR = "tls"
+
 
 @dataclass(frozen=True)
 class EdgePorts:
-    """Every port the edge uses. Only `http` faces clients; everything else binds loopback."""
+    """Every port the edge uses. Only `http` and `https` face clients; everything else binds
+    loopback."""
 
     http: int = 80
+    https: int = HTTPS  # with edge.tls on (in the sandbox: `up --tls`; 0 without)
     gateway: int = 8090
     lease: int = 8091  # UDP: nginx's syslog lines that give in-flight slots back
     redis: int = 6379
@@ -130,6 +146,7 @@ class Placement:
     # The address nginx forwards the monitor's scrapes from (None: the monitor is local).
     metrics_address: str | None = None
     environment_file: str | None = None
+    tls: TlsFiles | None = None  # HTTPS on `ports.https`; port `http` then redirects to it
 
     @classmethod
     def for_edge_host(cls, config: FleetConfig, members: GroupMembers) -> Placement:
@@ -152,12 +169,15 @@ class Placement:
             # Written at first boot by the edge's boot script; systemd expands it.
             metrics_address="${LLMFLEET_PRIVATE_IP}",
             environment_file="/etc/llmfleet/edge.env",
+            tls=edge_host_tls_files(config),
         )
 
     @classmethod
     def for_sandbox(cls, config: FleetConfig, state_dir: Path, ports: EdgePorts) -> Placement:
-        """The sandbox: everything on loopback, every file under `state_dir`."""
+        """The sandbox: everything on loopback, every file under `state_dir`; HTTPS when
+        `ports.https` is set, with a certificate from the sandbox's own CA."""
         nginx_dir = state_dir / "nginx"
+        tls_dir = state_dir / SANDBOX_TLS_DIR
         return cls(
             edge_host=False,
             ports=ports,
@@ -174,6 +194,8 @@ class Placement:
             sync_interval_s=config.edge.sync_interval_s,
             auth=config.sandbox.auth,
             access_log_exporter=config.sandbox.monitoring,
+            tls=(TlsFiles(str(tls_dir / "edge.pem"), str(tls_dir / "edge-key.pem"))
+                 if ports.https else None),
         )
 
     def secret_source(self, name: str) -> str:
@@ -189,6 +211,13 @@ class Placement:
     def listen(self) -> str:
         """nginx's public listen address: every interface on an edge host, loopback here."""
         return str(self.ports.http) if self.edge_host else f"{LOOPBACK}:{self.ports.http}"
+
+    @property
+    def tls_listen(self) -> str | None:
+        """nginx's HTTPS listen address, when TLS is on."""
+        if self.tls is None:
+            return None
+        return str(self.ports.https) if self.edge_host else f"{LOOPBACK}:{self.ports.https}"
 
     @property
     def redis_url(self) -> str:
@@ -253,8 +282,11 @@ def edge_services(config: FleetConfig, place: Placement) -> list[Service]:
         summary="nginx: the public endpoint, in front of the fleet",
         argv=(place.nginx_binary, "-c", place.nginx_conf, "-e", place.nginx.error_log,
               "-g", "daemon off;"),
-        listen=place.listen,
-        url=f"http://{LOOPBACK}:{ports.http}",
+        listen=" ".join(filter(None, (place.listen, place.tls_listen))),
+        url=(f"https://{LOOPBACK}:{ports.https}" if place.tls
+             else f"http://{LOOPBACK}:{ports.http}"),
+        # Plain HTTP's /health answers with TLS on too: the boot script's check, and the
+        # sandbox's, need no certificate.
         health=f"http://{LOOPBACK}:{ports.http}/health",
         after=("sync",),
         packaged_unit="nginx.service",
@@ -274,6 +306,17 @@ def edge_services(config: FleetConfig, place: Placement) -> list[Service]:
     if place.packaged_exporters:
         services += _packaged_exporters(place)
     return services
+
+
+def edge_host_tls_files(config: FleetConfig) -> TlsFiles | None:
+    """Where an edge host's nginx finds its certificate chain and key for `edge.tls.mode`."""
+    tls = config.edge.tls
+    if tls.mode is TlsMode.ACME:
+        live = f"{ACME_LIVE_DIR}/{tls.domain}"
+        return TlsFiles(f"{live}/fullchain.pem", f"{live}/privkey.pem", ACME_WEBROOT)
+    if tls.mode is TlsMode.CERTIFICATE:
+        return TlsFiles(f"{CERTIFICATE_DIR}/fullchain.pem", f"{CERTIFICATE_DIR}/privkey.pem")
+    return None
 
 
 def redis_settings(place: Placement) -> list[str]:
@@ -330,6 +373,11 @@ def _sync(place: Placement) -> Service:
     else:
         argv += ["--members-file", place.members.path]
     argv += ["--conf", place.nginx_conf, "--listen", place.listen]
+    if place.tls:
+        argv += ["--tls-listen", place.tls_listen, "--tls-certificate", place.tls.certificate,
+                 "--tls-key", place.tls.key]
+        if place.tls.acme_webroot:
+            argv += ["--acme-webroot", place.tls.acme_webroot]
     if not place.edge_host:
         argv += ["--runtime-dir", str(Path(place.nginx.pid).parent)]
     argv += ["--reload-command", shlex.join(place.reload_command),

@@ -12,6 +12,7 @@ from llmfleet.edge.nginx import (
     ERROR_PAGES,
     MetricsProxy,
     NginxPaths,
+    TlsFiles,
     Upstream,
     check_nginx_conf,
     render_nginx_conf,
@@ -183,3 +184,58 @@ def test_metrics_servers_only_when_asked_forwarding_metrics_alone_unlogged(tmp_p
         assert re.findall(r"location (.*?) \{", server) == ["= /metrics", "/"]
         assert f"proxy_pass http://127.0.0.1:{port};" in server
         assert server.count("proxy_pass") == 1
+
+
+def render_tls_checked(tmp_path: Path, data: dict, *, ready: bool = True,
+                       acme_webroot: str | None = None) -> str:
+    """With TLS, a throwaway certificate from a local CA, and the real `nginx -t`."""
+    from llmfleet.local.sandbox.certificates import issue_edge_certificate
+
+    tls = TlsFiles(str(tmp_path / "edge.pem"), str(tmp_path / "edge-key.pem"), acme_webroot)
+    if ready:
+        issue_edge_certificate(tmp_path / "ca", Path(tls.certificate), Path(tls.key))
+    paths = NginxPaths.under(tmp_path)
+    paths.make_dirs()
+    text = render_nginx_conf(validate(data, "test"), THREE, paths=paths, tls=tls,
+                             tls_listen="127.0.0.1:8443")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    check = check_nginx_conf(conf)
+    assert check.ok, check.output
+    return text
+
+
+def server_blocks(text: str) -> list[str]:
+    return re.findall(r"\n    server \{\n(.*?)\n    \}", text, re.S)
+
+
+def test_with_tls_the_api_is_served_on_https_with_modern_settings_only(tmp_path):
+    text = render_tls_checked(tmp_path, {}, acme_webroot=str(tmp_path / "acme"))
+    plain, https = server_blocks(text)[:2]
+    assert re.search(r"listen 127\.0\.0\.1:8443 ssl backlog=\d+;", https)
+    assert "location /v1/" in https and "location /v1/" not in plain
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in https
+    ciphers = re.search(r"ssl_ciphers (\S+);", https).group(1).split(":")
+    assert ciphers and all(c.startswith("ECDHE-") and ("GCM" in c or "CHACHA20" in c)
+                           for c in ciphers)
+    assert "ssl_session_tickets off;" in https
+    assert not re.search(r"listen [^;]*http2|^\s*http2 on", text, re.M)
+    # Plain HTTP: the edge's liveness, Let's Encrypt's challenge, a redirect for the rest.
+    assert re.search(r"listen 127\.0\.0\.1:8080 backlog=\d+;", plain)
+    assert "location = /health" in plain
+    assert f"root {tmp_path / 'acme'};" in plain
+    assert "return 308 https://$host:8443$request_uri;" in plain
+
+
+def test_before_the_certificate_exists_plain_http_still_redirects_and_no_api_is_served(
+        tmp_path):
+    text = render_tls_checked(tmp_path, {}, ready=False, acme_webroot=str(tmp_path / "acme"))
+    assert "ssl" not in "".join(line for line in text.splitlines()
+                                if not line.lstrip().startswith("#"))
+    assert "location /v1/" not in text
+    assert "return 308 https://" in text
+
+
+def test_tls_and_its_listen_address_go_together():
+    with pytest.raises(ValueError, match="go together"):
+        render_nginx_conf(validate({}, "test"), THREE, tls=TlsFiles("/c", "/k"))

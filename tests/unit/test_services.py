@@ -24,8 +24,8 @@ from llmfleet.services import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SANDBOX_PORTS = EdgePorts(http=18080, gateway=18090, lease=18091, redis=16380, status=0,
-                          edge_exporter=19180, nginx_exporter=0, redis_exporter=0)
+SANDBOX_PORTS = EdgePorts(http=18080, https=0, gateway=18090, lease=18091, redis=16380,
+                          status=0, edge_exporter=19180, nginx_exporter=0, redis_exporter=0)
 
 
 def both(tmp_path: Path, **sections: object) -> tuple[list, list]:
@@ -47,6 +47,39 @@ def test_both_placements_run_the_same_services_in_the_same_order(tmp_path):
         # Same program and the same flags; only values (ports, paths) differ by place.
         assert (_flags(ours.argv) - SANDBOX_ONLY.get(ours.name, set())
                 == _flags(theirs.argv) - EDGE_HOST_ONLY.get(ours.name, set()))
+
+
+TLS_CERTIFICATE = {"mode": "certificate", "certificate_parameter": "/llmfleet/lab/tls-chain",
+                   "key_parameter": "/llmfleet/lab/tls-key"}
+
+
+def test_with_tls_both_placements_give_nginx_a_certificate_and_keep_health_on_plain_http(
+        tmp_path):
+    config = validate({"edge": {"tls": TLS_CERTIFICATE}}, "test")
+    edge = Placement.for_edge_host(config, GroupMembers("eu-west-1", ("spot", "ondemand"), "lab"))
+    sandbox = Placement.for_sandbox(config, tmp_path, EdgePorts(
+        **{**vars(SANDBOX_PORTS), "https": 18443}))
+    for place in (edge, sandbox):
+        services = {s.name: s for s in edge_services(config, place)}
+        sync_argv = services["sync"].argv
+        assert sync_argv[sync_argv.index("--tls-listen") + 1] == place.tls_listen
+        assert sync_argv[sync_argv.index("--tls-certificate") + 1] == place.tls.certificate
+        assert sync_argv[sync_argv.index("--tls-key") + 1] == place.tls.key
+        assert services["nginx"].url == f"https://127.0.0.1:{place.ports.https}"
+        assert services["nginx"].health == f"http://127.0.0.1:{place.ports.http}/health"
+    assert edge.tls.certificate.startswith("/etc/llmfleet/tls/")
+    assert Path(sandbox.tls.key).is_relative_to(tmp_path)
+
+
+def test_acme_serves_its_challenge_from_a_webroot_and_certbots_live_files(tmp_path):
+    config = validate({"edge": {"tls": {"mode": "acme", "domain": "api.example.com",
+                                        "email": "ops@example.com"}}}, "test")
+    edge = Placement.for_edge_host(config, GroupMembers("eu-west-1", ("spot",), "lab"))
+    assert edge.tls.certificate == "/etc/letsencrypt/live/api.example.com/fullchain.pem"
+    sync_argv = next(s for s in edge_services(config, edge) if s.name == "sync").argv
+    parsed = sync._parser().parse_args(list(sync_argv[3:]))
+    assert parsed.tls_listen == str(EDGE_HOST_PORTS.https)
+    assert str(parsed.acme_webroot) == edge.tls.acme_webroot
 
 
 def _flags(argv: tuple[str, ...]) -> set[str]:

@@ -87,6 +87,20 @@ class MetricsProxy:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """A PEM certificate chain (leaf first) and its key. With `acme_webroot`, plain HTTP also
+    serves Let's Encrypt's HTTP-01 challenge files from that directory."""
+
+    certificate: str
+    key: str
+    acme_webroot: str | None = None
+
+    def ready(self) -> bool:
+        """Both files are there (certbot writes them only after the edge has its address)."""
+        return Path(self.certificate).is_file() and Path(self.key).is_file()
+
+
+@dataclass(frozen=True)
 class NginxPaths:
     """Where nginx keeps its runtime files; Debian's defaults on a real edge host."""
 
@@ -124,6 +138,8 @@ def render_nginx_conf(
     gateway: GatewayHook | None = None,
     metrics: MetricsProxy | None = None,
     busy_listen: str | None = None,
+    tls: TlsFiles | None = None,
+    tls_listen: str | None = None,
 ) -> str:
     """Return nginx.conf text for this fleet and these upstreams.
 
@@ -133,8 +149,13 @@ def render_nginx_conf(
     `worker_connections` and `listen_backlog` size the edge for a burst of simultaneous
     clients (see WORKER_CONNECTIONS and LISTEN_BACKLOG). `busy_listen` (a loopback address)
     is where nginx answers "busy, retry later" itself when every node holds
-    `load_balancing.max_requests_per_node` requests.
+    `load_balancing.max_requests_per_node` requests. `tls` (with `tls_listen`) serves the API
+    over HTTPS on `tls_listen`, once both files exist; `listen` then answers /health (and
+    the ACME challenge) and redirects everything else to HTTPS, before the files exist too,
+    so the API never answers in clear text.
     """
+    if bool(tls) != bool(tls_listen):
+        raise ValueError("tls and tls_listen go together")
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(images_dir() / "edge"),
         undefined=jinja2.StrictUndefined,
@@ -161,6 +182,10 @@ def render_nginx_conf(
         serving=any(not u.down for u in upstreams),
         gateway=gateway,
         metrics=metrics,
+        tls=tls,
+        tls_listen=tls_listen,
+        tls_port=tls_listen.rsplit(":", 1)[-1] if tls_listen else None,
+        tls_ready=tls is not None and tls.ready(),
     )
 
 

@@ -43,6 +43,7 @@ from llmfleet.edge.nginx import (
     GatewayHook,
     MetricsProxy,
     NginxPaths,
+    TlsFiles,
     Upstream,
     check_nginx_conf,
     render_nginx_conf,
@@ -129,6 +130,8 @@ class Syncer:
     status_listen: str | None = None
     metrics: MetricsProxy | None = None
     busy_listen: str | None = None
+    tls: TlsFiles | None = None
+    tls_listen: str | None = None
     state_file: Path | None = None
     _joined: set[str] = field(default_factory=set)
     _last: dict[str, MemberState] = field(default_factory=dict)
@@ -169,7 +172,8 @@ class Syncer:
     def _apply(self, upstreams: list[Upstream]) -> tuple[Outcome, str]:
         text = render_nginx_conf(self.config, upstreams, listen=self.listen, paths=self.paths,
                                  gateway=self.gateway, status_listen=self.status_listen,
-                                 metrics=self.metrics, busy_listen=self.busy_listen)
+                                 metrics=self.metrics, busy_listen=self.busy_listen,
+                                 tls=self.tls, tls_listen=self.tls_listen)
         current = self.conf_path.read_text() if self.conf_path.exists() else None
         if text == current:
             return Outcome.UNCHANGED, ""
@@ -246,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--metrics-address and --metrics-ports go together")
     if args.edge_exporter and not args.publish_load:
         parser.error("--edge-exporter needs --publish-load")
+    if not bool(args.tls_listen) == bool(args.tls_certificate) == bool(args.tls_key) or (
+            args.acme_webroot and not args.tls_listen):
+        parser.error("--tls-listen, --tls-certificate and --tls-key go together "
+                     "(and --acme-webroot needs them)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         config = validate(_read_json(args.config), str(args.config))
@@ -266,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
                  if args.metrics_address else None),
         state_file=args.state_file,
         busy_listen=args.busy_listen,
+        tls=(TlsFiles(str(args.tls_certificate), str(args.tls_key),
+                      str(args.acme_webroot) if args.acme_webroot else None)
+             if args.tls_listen else None),
+        tls_listen=args.tls_listen,
     )
     if args.once:
         return 0 if syncer.sync_once().ok else 1
@@ -329,6 +341,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--conf", type=Path, default=Path("/etc/nginx/nginx.conf"),
                         help="the live nginx config to keep in sync")
     parser.add_argument("--listen", default="80", help="nginx listen address (default 80)")
+    parser.add_argument("--tls-listen", metavar="ADDRESS",
+                        help="serve the API over HTTPS here; --listen then redirects to it")
+    parser.add_argument("--tls-certificate", type=Path, metavar="FILE",
+                        help="PEM certificate chain, leaf first (HTTPS starts once it exists)")
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="its PEM private key")
+    parser.add_argument("--acme-webroot", type=Path, metavar="DIR",
+                        help="serve Let's Encrypt's HTTP-01 challenge from here on --listen")
     parser.add_argument("--runtime-dir", type=Path, default=None,
                         help="put nginx's pid, logs and temp files here (default: Debian's)")
     parser.add_argument("--reload-command", default="systemctl reload nginx",
