@@ -100,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="Redis keeps no data: every up starts with no API keys, and a "
                              "restarted Redis has none (by default keys persist in the state "
                              "directory)")
+    up_cmd.add_argument("--tls", action="store_true",
+                        help="serve HTTPS on the edge with a certificate from a CA the sandbox "
+                             "makes in its state directory (`status --json` names its "
+                             "ca_file); plain HTTP then redirects to HTTPS")
     up_cmd.add_argument("--json", action="store_true", help="print the status as JSON")
     up_cmd.set_defaults(handler=_up)
 
@@ -232,7 +236,7 @@ def _up(args: argparse.Namespace) -> int:
 
     report = up(config, _state_dir(args), edge_port_explicit=args.port is not None,
                 autoscale=args.autoscale, max_backends=args.max_backends,
-                supervise=args.supervise, keep_keys=args.keep_keys, say=_say)
+                supervise=args.supervise, keep_keys=args.keep_keys, tls=args.tls, say=_say)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -349,6 +353,8 @@ def _print_status(report: SandboxStatus) -> None:
         print("The sandbox is not running (start it with: llmfleet up).")
         return
     print(f"Sandbox {report.stack}: endpoint {report.endpoint}")
+    if report.ca_file:
+        print(f"HTTPS with the sandbox's own CA: {report.ca_file}")
     for process in [*report.backends, *report.services.values()]:
         health = "healthy" if process.healthy else (
             "UNHEALTHY" if process.running else "STOPPED")

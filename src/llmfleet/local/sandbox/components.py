@@ -13,6 +13,7 @@ from llmfleet.local.sandbox.run import SandboxRun
 from llmfleet.services import (
     EDGE_HOST_PORTS,
     REDIS_PASSWORD,
+    SANDBOX_HTTPS,
     EdgePorts,
     Placement,
     edge_services,
@@ -20,7 +21,8 @@ from llmfleet.services import (
 )
 
 
-def claim_edge_ports(run: SandboxRun, *, edge_port_explicit: bool) -> EdgePorts:
+def claim_edge_ports(run: SandboxRun, *, edge_port_explicit: bool,
+                     tls: bool = False) -> EdgePorts:
     """The edge's ports on loopback: the configured or usual ones where free. The edge port is
     claimed first: it is the one a user asked for by number."""
     sandbox = run.config.sandbox
@@ -28,6 +30,7 @@ def claim_edge_ports(run: SandboxRun, *, edge_port_explicit: bool) -> EdgePorts:
     # Ports of services the sandbox does not run stay 0.
     return EdgePorts(
         http=http,
+        https=run.port(SANDBOX_HTTPS) if tls else 0,
         gateway=run.port(sandbox.gateway_port or EDGE_HOST_PORTS.gateway) if sandbox.auth else 0,
         lease=free_udp_port() if sandbox.auth else 0,
         redis=run.port(sandbox.redis_port or EDGE_HOST_PORTS.redis) if sandbox.auth else 0,

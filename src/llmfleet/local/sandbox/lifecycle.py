@@ -18,6 +18,7 @@ from pathlib import Path
 from llmfleet.config import FleetConfig
 from llmfleet.local.sandbox.autoscaling import PROCESS as AUTOSCALER
 from llmfleet.local.sandbox.autoscaling import policy_config, start_autoscaler
+from llmfleet.local.sandbox.certificates import issue_edge_certificate
 from llmfleet.local.sandbox.components import claim_edge_ports, start_backends, start_edge
 from llmfleet.local.sandbox.monitoring import start_monitoring
 from llmfleet.local.sandbox.ports import LOOPBACK
@@ -35,7 +36,7 @@ from llmfleet.local.sandbox.supervisor import FILE as SUPERVISION_FILE
 from llmfleet.local.sandbox.supervisor import PROCESS as SUPERVISOR
 from llmfleet.local.sandbox.supervisor import read_supervision
 from llmfleet.paths import repo_root
-from llmfleet.services import EDGE_HOST_SYSCTLS, REDIS_PASSWORD, Placement
+from llmfleet.services import EDGE_HOST_SYSCTLS, REDIS_PASSWORD, SANDBOX_TLS_DIR, Placement
 
 
 def default_state_dir() -> Path:
@@ -46,13 +47,15 @@ def default_state_dir() -> Path:
 
 def up(config: FleetConfig, state_dir: Path, *, edge_port_explicit: bool = False,
        autoscale: bool = False, max_backends: int | None = None, supervise: bool = True,
-       keep_keys: bool = True, say: Say = lambda _: None) -> SandboxStatus:
+       keep_keys: bool = True, tls: bool = False, say: Say = lambda _: None) -> SandboxStatus:
     """Start every component; return once all answer their health checks. With `autoscale`,
     the autoscaler (from `config.autoscaling`, up to `max_backends`, default
     `fleet.max_size`) starts last. With `supervise` (the default) a process that ends is
     started again; with `keep_keys` (the default) Redis keeps its data in the state directory
     (AOF, as on the edge), so API keys outlive a restart of Redis and `down`/`up`; without,
-    every `up` starts with no keys and a restarted Redis has none."""
+    every `up` starts with no keys and a restarted Redis has none. With `tls` the edge serves
+    HTTPS with a certificate from the sandbox's own CA (its file is in the status), and plain
+    HTTP redirects to it."""
     state_dir = state_dir.resolve()
     _warn_if_the_kernel_caps_bursts(say)
     if autoscale:
@@ -70,12 +73,16 @@ def up(config: FleetConfig, state_dir: Path, *, edge_port_explicit: bool = False
                            "name another with --state-dir") from None
     run = SandboxRun(config, state_dir, say)
     try:
-        ports = claim_edge_ports(run, edge_port_explicit=edge_port_explicit)
+        ports = claim_edge_ports(run, edge_port_explicit=edge_port_explicit, tls=tls)
         place = Placement.for_sandbox(config, state_dir, ports)
+        issued = (issue_edge_certificate(state_dir / SANDBOX_TLS_DIR,
+                                         Path(place.tls.certificate), Path(place.tls.key))
+                  if place.tls else None)
         _forget_previous_run(place, state_dir, keep_keys)
         run.state = SandboxState(
             stack=config.stack_name,
-            endpoint=f"http://{LOOPBACK}:{ports.http}",
+            endpoint=(f"https://{LOOPBACK}:{ports.https}" if place.tls
+                      else f"http://{LOOPBACK}:{ports.http}"),
             edge_ports=ports,
             nginx_conf=place.nginx_conf,
             members_file=place.members.path,
@@ -85,6 +92,7 @@ def up(config: FleetConfig, state_dir: Path, *, edge_port_explicit: bool = False
             redis_password_file=place.secret_source(REDIS_PASSWORD) if place.auth else None,
             supervised=supervise,
             autoscale=autoscale,
+            ca_file=str(issued.ca_file) if issued else None,
         )
         run.save()
         if supervise:

@@ -55,6 +55,7 @@ class SandboxState:
     autoscaler_file: str | None = None  # the autoscaler's last decision, when it runs
     redis_url: str | None = None
     redis_password_file: str | None = None
+    ca_file: str | None = None  # with `up --tls`: the sandbox's CA, which signed the edge's
     supervised: bool = False  # the supervisor starts every process, and again when it ends
     autoscale: bool = False  # the autoscaler replaces backends; the supervisor does not
     processes: list[ProcessRecord] = field(default_factory=list)

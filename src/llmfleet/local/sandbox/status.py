@@ -46,6 +46,7 @@ class SandboxStatus:
     stack: str | None = None
     endpoint: str | None = None
     nginx_conf: str | None = None
+    ca_file: str | None = None  # with `up --tls`: the CA a client trusts the edge by
     backends: tuple[BackendStatus, ...] = ()
     # Every other process by its service name: nginx, redis, gateway, sync, prometheus, ...
     services: dict[str, ProcessStatus] = field(default_factory=dict)
@@ -73,6 +74,7 @@ class SandboxStatus:
             "state_dir": self.state_dir,
             "endpoint": self.endpoint,
             "nginx_conf": self.nginx_conf,
+            "ca_file": self.ca_file,
             "backends": [{**asdict(b), "state": b.state.value} for b in self.backends],
             **services,
         }
@@ -96,6 +98,7 @@ def describe(state: SandboxState, state_dir: Path) -> SandboxStatus:
         stack=state.stack,
         endpoint=state.endpoint,
         nginx_conf=state.nginx_conf,
+        ca_file=state.ca_file,
         backends=tuple(backends),
         services=services,
         autoscaler=read_report(Path(state.autoscaler_file)) if state.autoscaler_file else None,
