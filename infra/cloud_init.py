@@ -15,7 +15,7 @@ from lifecycle import LAUNCH_HOOK, TERMINATE_HOOK, LifecycleTiming
 from systemd_units import start_commands, unit_files
 
 from llmfleet.config import FleetConfig
-from llmfleet.config.aws import DCGM_EXPORTER_PORT, NODE_EXPORTER_PORT
+from llmfleet.config.aws import DCGM_EXPORTER_PORT, NODE_EXPORTER_PORT, TlsMode
 from llmfleet.paths import images_dir
 from llmfleet.services import (
     EDGE_HOST_SYSCTLS,
@@ -72,7 +72,8 @@ def render_edge(
     """User data that takes the Elastic IP, installs llmfleet and runs on the edge: nginx,
     Redis (persistent on its own volume `redis_volume_id`, attached at boot, with a password
     made at first boot), the gateway, the sync agent over the two GPU groups, and the
-    exporters the monitor scrapes."""
+    exporters the monitor scrapes; with `edge.tls` on, the certificate from SSM before nginx
+    starts (certificate) or from Let's Encrypt once the edge has its address (acme)."""
     place = Placement.for_edge_host(
         config, GroupMembers(region=region, groups=(spot_group, on_demand_group), stack=stack))
     services = edge_services(config, place)
@@ -93,6 +94,9 @@ def render_edge(
         eip_allocation_id=eip_allocation_id,
         bundle_bucket=bundle_bucket,
         bundle_key=bundle_key,
+        tls=config.edge.tls,
+        acme=config.edge.tls.mode is TlsMode.ACME,
+        certificate=config.edge.tls.mode is TlsMode.CERTIFICATE,
     )
 
 

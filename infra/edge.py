@@ -26,6 +26,7 @@ from common import (
 
 from llmfleet.autoscale.cloudwatch import NAMESPACE
 from llmfleet.config import FleetConfig
+from llmfleet.config.aws import TlsMode
 from llmfleet.paths import repo_root
 
 BUNDLE_KEY = "llmfleet.zip"
@@ -60,7 +61,11 @@ class Edge(pulumi.ComponentResource):
     instances of its own group unhealthy; publish the fleet's load (metrics in the `llmfleet`
     CloudWatch namespace only); read the bundle object; use SSM Session Manager.
 
-    Outputs: `endpoint` (the OpenAI base URL, http://<ip>/v1), `public_ip`, `group_name`.
+    With `edge.tls.mode` certificate it may also read the two parameters holding the
+    certificate chain and key, and no other.
+
+    Outputs: `endpoint` (the OpenAI base URL: https://<domain>/v1 with acme, https://<ip>/v1
+    with certificate, http://<ip>/v1 with TLS off), `public_ip`, `group_name`.
     """
 
     endpoint: pulumi.Output[str]
@@ -110,7 +115,8 @@ class Edge(pulumi.ComponentResource):
             policy=pulumi.Output.all(
                 account.partition, account.region, account.account_id, address.allocation_id,
                 bucket.bucket, redis_volume.id,
-            ).apply(lambda parts: _edge_policy(*parts, stack=args.stack)),
+            ).apply(lambda parts: _edge_policy(*parts, stack=args.stack,
+                                               tls_parameters=config.edge.tls.parameters())),
             opts=child,
         )
 
@@ -168,17 +174,36 @@ class Edge(pulumi.ComponentResource):
         )
 
         self.public_ip = address.public_ip
-        self.endpoint = address.public_ip.apply(lambda ip: f"http://{ip}/v1")
+        self.endpoint = address.public_ip.apply(lambda ip: endpoint(config, ip))
         self.group_name = group.name
         self.register_outputs(
             {"endpoint": self.endpoint, "public_ip": self.public_ip, "group_name": self.group_name}
         )
 
 
+def endpoint(config: FleetConfig, public_ip: str) -> str:
+    """The OpenAI base URL: the certificate's name with acme; the address otherwise (a client
+    of mode certificate uses the name its certificate carries, pointed at this address)."""
+    tls = config.edge.tls
+    if tls.mode is TlsMode.ACME:
+        return f"https://{tls.domain}/v1"
+    return f"{'https' if tls.on else 'http'}://{public_ip}/v1"
+
+
 def _edge_policy(partition: str, region: str, account_id: str, allocation_id: str,
-                 bucket: str, redis_volume_id: str, *, stack: str) -> str:
+                 bucket: str, redis_volume_id: str, *, stack: str,
+                 tls_parameters: tuple[str, ...] = ()) -> str:
     ec2 = f"arn:{partition}:ec2:{region}:{account_id}"
+    certificate = [{
+        # edge.tls.mode certificate: the chain and key, these two parameters only.
+        "Sid": "ReadTheCertificate",
+        "Effect": "Allow",
+        "Action": "ssm:GetParameter",
+        "Resource": [f"arn:{partition}:ssm:{region}:{account_id}:parameter{name}"
+                     for name in tls_parameters],
+    }] if tls_parameters else []
     return policy_document(
+        *certificate,
         read_fleet("ReadFleetMembership"),
         {
             # Whether the Redis volume is free yet (the edge before may still hold it).

@@ -22,7 +22,7 @@ from infra_helpers import (
     user_data,
 )
 
-from llmfleet.config import from_pulumi_config_env
+from llmfleet.config import from_pulumi_config_env, validate
 
 
 def _cloud_init_schema(path: Path) -> subprocess.CompletedProcess:
@@ -102,7 +102,7 @@ def test_boot_scripts_parse(program, mocks, stack, tmp_path):
 # for both, so systemd-analyze can load them away from an edge.
 EDGE_EXECUTABLES = ("/opt/llmfleet/venv/bin/python", "/usr/bin/curl", "/usr/sbin/nginx",
                     "/usr/bin/redis-server", "/usr/bin/prometheus-nginx-exporter",
-                    "/usr/bin/prometheus-redis-exporter")
+                    "/usr/bin/prometheus-redis-exporter", "/usr/bin/certbot")
 PACKAGED_UNITS = {"nginx.service": "/usr/sbin/nginx",
                   "redis-server.service": "/usr/bin/redis-server",
                   "prometheus-nginx-exporter.service": "/usr/bin/prometheus-nginx-exporter",
@@ -135,9 +135,10 @@ def test_edge_units_and_drop_ins_pass_systemd_analyze_verify(program, mocks, tmp
             target.write_text(content)
             units.add(Path(path).name if path.endswith(".service")
                       else Path(path).parent.name.removesuffix(".d"))
-    # Every packaged unit has a drop-in: Redis's requires its volume's mount.
+    # Every packaged unit has a drop-in: Redis's requires its volume's mount. startup-prod's
+    # edge gets its certificate from Let's Encrypt (edge.tls.mode acme).
     assert units == {"llmfleet-gateway.service", "llmfleet-edge-exporter.service",
-                     "llmfleet-sync.service", *PACKAGED_UNITS}
+                     "llmfleet-sync.service", "llmfleet-acme.service", *PACKAGED_UNITS}
 
     verified = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *sorted(units)],
                               capture_output=True, text=True, timeout=60, check=False)
@@ -193,3 +194,55 @@ def test_arguments_are_shell_quoted_and_line_breaks_refused():
         "model": config.model.model_copy(update={"extra_args": ("a\nb",)})})
     with pytest.raises(ValueError, match="line break"):
         cloud_init.render_gpu_node(broken, stack="example", region="us-east-1")
+
+
+TLS_MODES = {
+    "off": {},
+    "acme": {"mode": "acme", "domain": "api.example.com", "email": "ops@example.com"},
+    "certificate": {"mode": "certificate", "certificate_parameter": "/llmfleet/s/tls-chain",
+                    "key_parameter": "/llmfleet/s/tls-key"},
+}
+
+
+@pytest.mark.parametrize("mode", TLS_MODES)
+def test_the_edge_renders_what_each_tls_mode_needs_and_passes_cloud_init_schema(
+        mode, tmp_path):
+    render_edge = import_infra("cloud_init").render_edge
+    config = validate({"edge": {"tls": TLS_MODES[mode]}}, "test")
+    text = render_edge(config, stack="s", region="eu-west-1", eip_allocation_id="eipalloc-1",
+                       bundle_bucket="bucket", bundle_key="llmfleet.zip", spot_group="spot",
+                       on_demand_group="on-demand", redis_volume_id="vol-1")
+    path = tmp_path / "edge.yaml"
+    path.write_text(text)
+    checked = _cloud_init_schema(path)
+    assert checked.returncode == 0 and "Valid cloud-config" in checked.stdout, (
+        checked.stdout + checked.stderr)
+    data = yaml.safe_load(text)
+    commands = [c if isinstance(c, str) else " ".join(c) for c in data["runcmd"]]
+    sync = next(f["content"] for f in data["write_files"]
+                if f["path"] == "/etc/systemd/system/llmfleet-sync.service")
+    start_sync = next(i for i, c in enumerate(commands) if "llmfleet-sync" in c)
+    acme_unit = "/etc/systemd/system/llmfleet-acme.service"
+    if mode == "off":
+        assert "--tls-listen" not in sync
+        assert acme_unit not in _files(text) and "certbot" not in data["packages"]
+        assert not any("tls-files" in c for c in commands)
+    elif mode == "acme":
+        assert "certbot" in data["packages"]
+        unit = _files(text)[acme_unit]
+        assert "--webroot-path /var/lib/llmfleet/acme --domain api.example.com" in unit
+        assert "--email ops@example.com" in unit and "Restart=on-failure" in unit
+        assert '--deploy-hook "systemctl reload nginx"' in unit
+        assert "--tls-certificate /etc/letsencrypt/live/api.example.com/fullchain.pem" in sync
+        assert "--acme-webroot /var/lib/llmfleet/acme" in sync
+        # After the Elastic IP (its DNS name points there), never before.
+        publish = next(i for i, c in enumerate(commands) if "edge.boot publish" in c)
+        assert commands.index("systemctl start --no-block llmfleet-acme.service") > publish
+    else:
+        [fetch] = [i for i, c in enumerate(commands) if "edge.boot tls-files" in c]
+        assert fetch < start_sync
+        assert commands[fetch].startswith(
+            "/opt/llmfleet/venv/bin/python -m llmfleet.edge.boot tls-files eu-west-1 "
+            "/llmfleet/s/tls-chain /llmfleet/s/tls-key /etc/llmfleet/tls/fullchain.pem "
+            "/etc/llmfleet/tls/privkey.pem || systemctl poweroff")
+        assert "--tls-key /etc/llmfleet/tls/privkey.pem" in sync

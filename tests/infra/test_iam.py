@@ -49,7 +49,8 @@ def test_no_role_reads_a_parameter_that_is_not_this_stacks(program, mocks, stack
             config.monitor.grafana_admin_password_parameter
             or f"/llmfleet/{stack}/grafana-admin-password",
             config.monitor.slack_webhook_parameter,
-            config.monitor.pagerduty_routing_key_parameter} - {None}
+            config.monitor.pagerduty_routing_key_parameter,
+            *config.edge.tls.parameters()} - {None}
     allowed = {f"arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter{name}" for name in ours}
 
     # No managed policy at all: AmazonSSMManagedInstanceCore allows ssm:GetParameter* on "*".
@@ -67,3 +68,33 @@ def test_no_role_reads_a_parameter_that_is_not_this_stacks(program, mocks, stack
                 reading.append((policy.name, resources))
                 assert set(resources) <= allowed, (policy.name, json.dumps(statement))
     assert reading, "no role reads any parameter: the check above saw nothing"
+
+
+CERTIFICATE_EDGE = {"instance_type": "t3.small", "allowed_cidrs": ["0.0.0.0/0"],
+                    "tls": {"mode": "certificate",
+                            "certificate_parameter": "/llmfleet/startup-prod/tls-chain",
+                            "key_parameter": "/llmfleet/startup-prod/tls-key"}}
+
+
+def test_with_its_own_certificate_the_edge_reads_exactly_those_two_parameters(program, mocks):
+    env = stack_config_env("startup-prod", edge=CERTIFICATE_EDGE)
+    program.run(env, stack="startup-prod")
+    edge = mocks.one(ROLE_POLICY, "startup-prod-edge-fleet")
+    [read] = [s for s in statements(edge["policy"]) if s["Sid"] == "ReadTheCertificate"]
+    assert read["Action"] == "ssm:GetParameter"
+    assert read["Resource"] == [
+        f"arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter/llmfleet/startup-prod/tls-{name}"
+        for name in ("chain", "key")]
+    findings = analyze_policy_string(edge["policy"]).findings
+    assert findings == []
+
+
+def test_without_a_certificate_of_its_own_the_edge_reads_no_parameter(program, mocks):
+    program.run(stack_config_env("startup-prod"), stack="startup-prod")  # acme
+    edge = mocks.one(ROLE_POLICY, "startup-prod-edge-fleet")
+    assert not [s for s in statements(edge["policy"])
+                if any(a.startswith("ssm:") for a in as_list(s["Action"]))]
+
+
+def as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value

@@ -3,6 +3,7 @@ script has unpacked it):
 
     python -m llmfleet.edge.boot redis-volume REGION VOLUME_ID MOUNT_POINT [WAIT_S]
     python -m llmfleet.edge.boot publish REGION ALLOCATION_ID HEALTH_URL WAIT_S
+    python -m llmfleet.edge.boot tls-files REGION CHAIN_PARAMETER KEY_PARAMETER CHAIN KEY
 
 redis-volume: attach the stack's Redis volume to this instance (waiting for the edge before to
 let go of it), make a file system on it the first time, and mount it where Redis keeps its
@@ -11,6 +12,10 @@ data, at every boot (fstab): the API keys outlive any edge instance.
 publish: once nginx's /health answers here, take this stack's Elastic IP; if it never answers
 or the address cannot be taken, mark this instance unhealthy, so its group replaces it instead
 of keeping an edge that serves nothing.
+
+tls-files (edge.tls.mode certificate): the certificate chain and its key from their SSM
+SecureString parameters into root-only files, at every boot, so a rotated certificate is in
+use after the next replacement or reboot.
 """
 
 from __future__ import annotations
@@ -134,7 +139,35 @@ def publish(region: str, allocation_id: str, health_url: str, wait_s: str) -> No
         raise
 
 
-STEPS: dict[str, Callable[..., None]] = {"redis-volume": redis_volume, "publish": publish}
+# -- the certificate -------------------------------------------------------------------------
+
+def tls_files(region: str, chain_parameter: str, key_parameter: str, chain: str, key: str
+              ) -> None:
+    import boto3
+
+    write_tls_files(boto3.client("ssm", region_name=region),
+                    {chain_parameter: chain, key_parameter: key})
+
+
+def write_tls_files(ssm: Any, files: dict[str, str]) -> None:
+    """Each parameter's decrypted value into its file, 0600 from the start, swapped in whole
+    (nginx never reads half a key)."""
+    for parameter, path in files.items():
+        value = ssm.get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
+        if "-----BEGIN " not in value:
+            raise RuntimeError(f"{parameter} holds no PEM block")
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        candidate = f"{path}.new"
+        if os.path.exists(candidate):
+            os.unlink(candidate)
+        descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(value if value.endswith("\n") else value + "\n")
+        os.replace(candidate, path)
+
+
+STEPS: dict[str, Callable[..., None]] = {"redis-volume": redis_volume, "publish": publish,
+                                         "tls-files": tls_files}
 
 
 def main(argv: list[str] | None = None) -> int:
