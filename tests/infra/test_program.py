@@ -106,9 +106,16 @@ def test_each_client_stack_deploys_under_its_own_names(program, mocks, stack, cl
         "strategy": "least_conn",
         "tags": expected_tags(client, "prod", stack=stack),
     }
-    assert exports["endpoint"] == f"http://{PUBLIC_IP}/v1"
+    assert exports["endpoint"] == endpoint_of(stack)
     assert exports["spot_group"].startswith(f"{stack}-gpu-spot-")
     assert exports["on_demand_group"].startswith(f"{stack}-gpu-ondemand-")
+
+
+def endpoint_of(stack: str) -> str:
+    """startup-prod serves HTTPS under its Let's Encrypt name; the others plain HTTP."""
+    if stack == "startup-prod":
+        return "https://api.startup.example.com/v1"
+    return f"http://{PUBLIC_IP}/v1"
 
 
 @pytest.mark.parametrize("stack", [*ALL_STACKS, LONGEST_STACK])
@@ -120,7 +127,7 @@ def test_every_stack_previews_with_names_aws_accepts(program, mocks, stack):
 
     exports = program.run(config_env, stack=stack, preview=True)
 
-    assert exports["endpoint"] == f"http://{PUBLIC_IP}/v1"
+    assert exports["endpoint"] == endpoint_of(stack)
     assert len(mocks.registered) > 30
     assert exports["tags"]["llmfleet:stack"] == stack
     stem = import_infra("common").name_stem(mocks.registered[0].name)
