@@ -232,3 +232,29 @@ def test_the_first_edge_makes_the_file_system_and_the_next_keeps_its_data(tmp_pa
     assert entry.startswith("UUID=") and entry.endswith(f"{mount_point} ext4 defaults,nofail 0 2")
     assert ["mount", str(mount_point)] in done
     assert ["chown", "redis:redis", str(mount_point)] in done
+
+
+# -- TLS files from SSM (edge.tls mode certificate) ------------------------------------------
+
+def test_the_certificate_and_key_come_from_ssm_into_owner_only_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws():
+        ssm = boto3.client("ssm", region_name=REGION)
+        ssm.put_parameter(Name="/acme/tls/chain", Type="SecureString",
+                          Value="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----")
+        ssm.put_parameter(Name="/acme/tls/key", Type="SecureString",
+                          Value="-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+        chain, key = tmp_path / "tls" / "chain.pem", tmp_path / "tls" / "key.pem"
+
+        boot.write_tls_files(ssm, {"/acme/tls/chain": str(chain), "/acme/tls/key": str(key)})
+
+        assert chain.read_text().endswith("-----END CERTIFICATE-----\n")
+        assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")
+        assert oct(key.stat().st_mode & 0o777) == "0o600"
+        assert oct(chain.parent.stat().st_mode & 0o777) == "0o700"
+
+        ssm.put_parameter(Name="/acme/tls/key", Type="SecureString", Value="not a key",
+                          Overwrite=True)
+        with pytest.raises(RuntimeError, match="/acme/tls/key holds no PEM block"):
+            boot.write_tls_files(ssm, {"/acme/tls/key": str(key)})
+        assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")  # the old one stays
