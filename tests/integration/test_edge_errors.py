@@ -121,3 +121,21 @@ def test_no_model_server_to_take_a_request_is_a_json_502(start_sandbox):
     assert status == 502
     assert openai_error(headers, body)["code"] == "upstream_unavailable"
     assert headers["x-llmfleet-upstream"]  # the sandbox shows which servers were tried
+
+
+def test_with_tls_the_plain_http_server_refuses_as_json_too(tmp_path):
+    state_dir = tmp_path / "tls"
+    config = validate({"sandbox": {"backends": 1, "monitoring": False, **{
+        k: free_port() for k in ("edge_port", "base_port", "redis_port", "gateway_port")}}},
+        "test")
+    try:
+        up(config, state_dir, edge_port_explicit=True, supervise=False, tls=True)
+        plain = json.loads((state_dir / "state.json").read_text())["edge_ports"]["http"]
+        for case in ("garbage-request-line", "50kB-authorization", "40kB-uri",
+                     "http-2-request-line"):
+            raw, status, code = CASES[case]
+            answered, headers, body = exchange(f"http://127.0.0.1:{plain}", raw)
+            assert answered == status, (case, body[:200])
+            assert openai_error(headers, body)["code"] == code
+    finally:
+        down(state_dir)
