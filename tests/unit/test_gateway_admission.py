@@ -139,3 +139,19 @@ def test_a_place_rides_in_the_lease_beside_a_keys_slot():
     ("/v1/models/", False)])
 def test_model_work_takes_a_place_and_listing_models_does_not(uri, waits):
     assert takes_a_place({"x-original-uri": uri}) is waits
+
+
+def test_a_waiting_request_nginx_gave_up_on_leaves_the_queue_and_holds_no_place():
+    async def scenario() -> None:
+        admission, _ = queue(per_node=1)
+        first = await admission.enter()
+        abandoned = asyncio.create_task(admission.enter())
+        await settle()
+        abandoned.cancel()  # what the connection's loss does (llmfleet.gateway.http)
+        await asyncio.gather(abandoned, return_exceptions=True)
+        assert not admission.waiting
+        admission.leave(first)
+        assert not admission.held  # nobody took the freed place for the one that left
+        assert await admission.enter() is not None
+
+    asyncio.run(scenario())

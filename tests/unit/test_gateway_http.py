@@ -166,3 +166,26 @@ def test_head_requests_get_the_headers_and_no_body():
                     head_only=True)
     assert whole == head + b'{"status":"ok"}'
     assert b"Content-Length: 15\r\n" in head
+
+
+def test_a_lost_connection_stops_the_answer_it_was_waiting_for():
+    async def scenario() -> bool:
+        started, stopped = asyncio.Event(), asyncio.Event()
+
+        async def waits(request: Request) -> bytes:
+            started.set()
+            try:
+                await asyncio.sleep(60)  # a place on the fleet that never comes
+            except asyncio.CancelledError:
+                stopped.set()
+                raise
+            return response(200)
+
+        connection, transport, _ = connect(waits)
+        connection.data_received(b"GET /auth HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(started.wait(), 5)
+        connection.connection_lost(None)  # nginx closed it: its client went away
+        await asyncio.wait_for(stopped.wait(), 5)
+        return transport.written == b""
+
+    assert asyncio.run(scenario())

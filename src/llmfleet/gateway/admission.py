@@ -96,9 +96,11 @@ class Admission:
         try:
             return await asyncio.wait_for(asyncio.shield(turn), self.timeout_s)
         except TimeoutError:
-            if turn.done() and not turn.cancelled():
-                self.leave(turn.result())  # given a place just as the wait ran out
+            self._give_back(turn)  # a place may have come just as the wait ran out
             return None
+        except asyncio.CancelledError:
+            self._give_back(turn)  # nginx gave up on the request while it waited
+            raise
         finally:
             if turn in self.waiting:
                 self.waiting.remove(turn)
@@ -123,6 +125,10 @@ class Admission:
         while True:
             await asyncio.sleep(REFRESH_S)
             self.dispatch()
+
+    def _give_back(self, turn: asyncio.Future[str]) -> None:
+        if turn.done() and not turn.cancelled():
+            self.leave(turn.result())
 
     def _take(self) -> str:
         place = next(self._ids)

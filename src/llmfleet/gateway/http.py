@@ -107,6 +107,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.busy = False  # an answer is being awaited; later requests wait in the buffer
+        self.pending: asyncio.Future[bytes] | None = None  # that answer
         self.last_active = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -116,6 +117,10 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.transport = None
+        # Nobody is left to answer (nginx gave up on the request: its client went away).
+        # A decision still waiting, for a place on the fleet say, stops and gives it back.
+        if self.pending is not None and not self.pending.done():
+            self.pending.cancel()
 
     def data_received(self, data: bytes) -> None:
         self.buffer = self.buffer + data if self.buffer else data
@@ -147,13 +152,13 @@ class HttpConnection(asyncio.Protocol):
                 self._send(answer, keep_alive)
             else:
                 self.busy = True
-                task = asyncio.ensure_future(answer)
+                task = self.pending = asyncio.ensure_future(answer)
                 task.add_done_callback(
                     lambda done, r=request, k=keep_alive: self._answered(done, r, k))
 
     def _answered(self, task: asyncio.Future[bytes], request: Request, keep_alive: bool
                   ) -> None:
-        self.busy = False
+        self.busy, self.pending = False, None
         if task.cancelled():
             answer, keep_alive = response(500, close=True), False
         elif (error := task.exception()) is not None:
