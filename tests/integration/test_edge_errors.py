@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,6 +20,7 @@ import pytest
 from llmfleet.config import validate
 from llmfleet.edge.nginx import ERROR_PAGE_PREFIX
 from llmfleet.local.sandbox import down, up
+from llmfleet.local.sandbox.auth import key_store
 from llmfleet.local.sandbox.ports import free_port
 from llmfleet.local.sandbox.processes import wait_until
 
@@ -139,3 +141,52 @@ def test_with_tls_the_plain_http_server_refuses_as_json_too(tmp_path):
             assert openai_error(headers, body)["code"] == code
     finally:
         down(state_dir)
+
+
+def test_slow_clients_hold_no_worker_and_reach_no_model_server(edge):
+    """Clients that trickle their headers or their body hold only their own connection:
+    nginx keeps serving everyone else, and nothing reaches a model server until a request
+    is whole (nginx's client_header_timeout and client_body_timeout, 60 s, then cut them)."""
+    address = urlsplit(edge["endpoint"])
+    backends = [b["url"] for b in edge["backends"]]
+
+    def served() -> int:
+        total = 0
+        for url in backends:
+            with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port),
+                                          timeout=5) as conn:
+                # Every request as it arrived, finished or not.
+                conn.sendall(b"GET /_sim/requests HTTP/1.1\r\nHost: x\r\n"
+                             b"Connection: close\r\n\r\n")
+                reply = b""
+                while chunk := conn.recv(65536):
+                    reply += chunk
+            total += len(json.loads(reply.partition(b"\r\n\r\n")[2])["requests"])
+        return total
+
+    before = served()
+    slow = []
+    try:
+        for n in range(300):
+            conn = socket.create_connection((address.hostname, address.port), timeout=10)
+            if n % 2:  # half the headers, and nothing more
+                conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: edge\r\n")
+            else:  # whole headers, 1 byte of a 1,000-byte body
+                conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: edge\r\n"
+                             b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            slow.append(conn)
+        for conn in slow[::10]:
+            conn.sendall(b"X")  # still trickling
+        key = b""
+        if edge.get("gateway"):
+            raw_key, _ = key_store(Path(edge["state_dir"])).create("patient", "enterprise")
+            key = b"Authorization: Bearer " + raw_key.encode() + b"\r\n"
+        for _ in range(20):
+            status, _, body = exchange(edge["endpoint"],
+                                       b"GET /v1/models HTTP/1.1\r\n" + HEAD + key + b"\r\n")
+            assert status == 200, body[:200]
+        # The 20 whole requests reached a model server; none of the slow ones did.
+        assert served() == before + 20
+    finally:
+        for conn in slow:
+            conn.close()
