@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 # What the mocked AWS account answers with. 203.0.113.0/24 is a documentation range.
@@ -89,3 +93,33 @@ def import_infra(module: str) -> Any:
     if str(INFRA) not in sys.path:
         sys.path.insert(0, str(INFRA))
     return __import__(module)
+
+
+def systemd_verify(files: dict[str, str], packaged: dict[str, str], executables: Sequence[str],
+                   root: Path) -> tuple[set[str], subprocess.CompletedProcess]:
+    """The units and drop-ins among cloud-init's `files`, checked by the real `systemd-analyze
+    verify` in a root of this host's own units (the targets every service is ordered
+    against), the `packaged` units (name -> ExecStart) as stand-ins and the `executables` the
+    units run as empty scripts. Returns the unit names checked and systemd's answer."""
+    if not shutil.which("systemd-analyze"):
+        pytest.fail("systemd-analyze is not installed: run ./scripts/bootstrap.sh (or "
+                    "'sudo apt-get install -y systemd')")
+    shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True)
+    for name, executable in packaged.items():
+        (root / "lib/systemd/system" / name).write_text(f"[Service]\nExecStart={executable}\n")
+    for executable in executables:
+        path = root / executable.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    units = set()
+    for path, content in files.items():
+        if path.startswith("/etc/systemd/system/"):
+            target = root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            units.add(Path(path).name if path.endswith(".service")
+                      else Path(path).parent.name.removesuffix(".d"))
+    verified = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *sorted(units)],
+                              capture_output=True, text=True, timeout=60, check=False)
+    return units, verified

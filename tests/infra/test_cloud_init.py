@@ -19,6 +19,7 @@ from infra_helpers import (
     prefix,
     stack_config,
     stack_config_env,
+    systemd_verify,
     user_data,
 )
 
@@ -110,38 +111,15 @@ PACKAGED_UNITS = {"nginx.service": "/usr/sbin/nginx",
 
 
 def test_edge_units_and_drop_ins_pass_systemd_analyze_verify(program, mocks, tmp_path):
-    if not shutil.which("systemd-analyze"):
-        pytest.fail("systemd-analyze is not installed: run ./scripts/bootstrap.sh (or "
-                    "'sudo apt-get install -y systemd')")
     program.run(stack_config_env("startup-prod"), stack="startup-prod")
     edge = _files(user_data(mocks.one(LAUNCH_TEMPLATE, "startup-prod-edge-template")))
 
-    # --root: this host's own units (the targets every service is ordered against), the
-    # packaged units as stand-ins, the edge's units and drop-ins where cloud-init puts them.
-    root = tmp_path / "root"
-    shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True)
-    for name, executable in PACKAGED_UNITS.items():
-        (root / "lib/systemd/system" / name).write_text(f"[Service]\nExecStart={executable}\n")
-    for executable in EDGE_EXECUTABLES:
-        path = root / executable.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("#!/bin/sh\n")
-        path.chmod(0o755)
-    units = set()
-    for path, content in edge.items():
-        if path.startswith("/etc/systemd/system/"):
-            target = root / path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
-            units.add(Path(path).name if path.endswith(".service")
-                      else Path(path).parent.name.removesuffix(".d"))
+    units, verified = systemd_verify(edge, PACKAGED_UNITS, EDGE_EXECUTABLES, tmp_path / "root")
+
     # Every packaged unit has a drop-in: Redis's requires its volume's mount. startup-prod's
     # edge gets its certificate from Let's Encrypt (edge.tls.mode acme).
     assert units == {"llmfleet-gateway.service", "llmfleet-edge-exporter.service",
                      "llmfleet-sync.service", "llmfleet-acme.service", *PACKAGED_UNITS}
-
-    verified = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *sorted(units)],
-                              capture_output=True, text=True, timeout=60, check=False)
     # Unknown keys and bad values are only warnings to systemd; here they fail too.
     assert verified.returncode == 0 and not (verified.stdout + verified.stderr).strip(), (
         verified.stdout + verified.stderr)

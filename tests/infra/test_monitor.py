@@ -38,6 +38,7 @@ from infra_helpers import (
     stack_config,
     stack_config_env,
     statements,
+    systemd_verify,
 )
 from moto import mock_aws
 from parliament import analyze_policy_string
@@ -487,34 +488,15 @@ EXECUTABLES = ("/usr/bin/python3", "/usr/local/sbin/llmfleet-monitor-volume",
                *PACKAGED_UNITS.values())
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
 def test_units_and_drop_ins_pass_systemd_analyze_verify(program, mocks, tmp_path):
     run_monitor(program, monitor={"slack_webhook_parameter": SLACK,
                                   "pagerduty_routing_key_parameter": PAGERDUTY})
     files = write_files(user_data(mocks))
 
-    root = tmp_path / "root"
-    shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", symlinks=True)
-    for name, executable in PACKAGED_UNITS.items():
-        (root / "lib/systemd/system" / name).write_text(f"[Service]\nExecStart={executable}\n")
-    for executable in EXECUTABLES:
-        path = root / executable.lstrip("/")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("#!/bin/sh\n")
-        path.chmod(0o755)
-    units = set()
-    for path, content in files.items():
-        if path.startswith("/etc/systemd/system/"):
-            target = root / path.lstrip("/")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
-            units.add(Path(path).name if path.endswith(".service")
-                      else Path(path).parent.name.removesuffix(".d"))
+    units, verified = systemd_verify(files, PACKAGED_UNITS, EXECUTABLES, tmp_path / "root")
+
     assert units == {"llmfleet-monitor-volume.service", "llmfleet-monitor-secrets.service",
                      *PACKAGED_UNITS}
-
-    verified = subprocess.run(["systemd-analyze", "verify", f"--root={root}", *sorted(units)],
-                              capture_output=True, text=True, timeout=60, check=False)
     # Unknown keys and bad values are only warnings to systemd; here they fail too.
     assert verified.returncode == 0 and not (verified.stdout + verified.stderr).strip(), (
         verified.stdout + verified.stderr)
