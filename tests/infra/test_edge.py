@@ -46,9 +46,10 @@ def test_edge_is_one_small_instance_with_imdsv2_and_an_encrypted_disk(program, m
 
 
 def test_endpoint_is_the_elastic_ip_as_an_openai_base_url(program, mocks):
-    exports = program.run(stack_config_env("startup-prod"), stack="startup-prod")
+    # university-prod serves plain HTTP on its campus range (edge.tls.mode off).
+    exports = program.run(stack_config_env("university-prod"), stack="university-prod")
 
-    assert mocks.one(EIP, "startup-prod-edge-ip")["domain"] == "vpc"
+    assert mocks.one(EIP, "university-prod-edge-ip")["domain"] == "vpc"
     assert exports["endpoint"] == f"http://{PUBLIC_IP}/v1"
 
 
@@ -62,10 +63,12 @@ def test_the_edge_boots_with_its_eip_bundle_and_both_gpu_groups(program, mocks):
     boot = "/usr/local/lib/llmfleet/edge_boot.py"
     assert ["/opt/llmfleet/venv/bin/python", boot, "fetch", REGION, bucket, "llmfleet.zip",
             "/opt/llmfleet/src", "/etc/llmfleet/edge.env"] in runcmd
-    # The address comes last, once nginx's /health answers (the nginx record's own URL).
+    # The address once nginx's /health answers (the nginx record's own URL); after it only the
+    # certificate's request, which needs the address (startup-prod: edge.tls.mode acme).
     [nginx] = [s for s in edge_services_of("startup-prod") if s.name == "nginx"]
-    assert runcmd[-1] == (f"/opt/llmfleet/venv/bin/python -m llmfleet.edge.boot publish {REGION} "
-                          f"{allocation} {nginx.health} 300 || systemctl poweroff")
+    publish = (f"/opt/llmfleet/venv/bin/python -m llmfleet.edge.boot publish {REGION} "
+               f"{allocation} {nginx.health} 300 || systemctl poweroff")
+    assert runcmd[-2:] == [publish, ["systemctl", "start", "--no-block", "llmfleet-acme.service"]]
     assert f"--groups {exports['spot_group']} {exports['on_demand_group']}" in text
     assert f"--region {REGION}" in text
 

@@ -74,8 +74,10 @@ def test_by_default_the_edge_accepts_only_the_monitors_scrapes(program, mocks):
 
 @pytest.mark.parametrize("label", EDGE_METRICS)
 def test_each_edge_metrics_port_is_open_to_the_monitor_group_only(program, mocks, label):
-    program.run(stack_config_env("startup-prod", edge={"allowed_cidrs": ["0.0.0.0/0"]}),
-                stack="startup-prod")
+    program.run(stack_config_env("startup-prod", edge={
+        "allowed_cidrs": ["0.0.0.0/0"],
+        "tls": {"mode": "acme", "domain": "api.startup.example.com",
+                "email": "ops@startup.example.com"}}), stack="startup-prod")
 
     port = EDGE_METRICS[label]
     rule = mocks.one(INGRESS, f"startup-prod-sg-edge-in-{label}-from-monitor")
