@@ -10,14 +10,14 @@ succeeds again (to the start of the last failed one), for a hung backend the sec
 receives no new request, and whether API keys and rate-limit counters survived.
 
 Faults: kill -9 of a backend, of the gateway, of Redis, of an nginx worker and of Prometheus;
-SIGSTOP of a backend (a hang) for HANG_S; a backend answering 503 for HANG_S. Each row also
-states what is expected, and whether it held.
+SIGSTOP of a backend (a hang) for HANG_S; a backend answering 503 for HANG_S; a backend whose
+/health fails for HANG_S while it still serves. Each row also states what is expected, and
+whether it held.
 
     .venv/bin/python bench/faults.py [--short] [--json] [--only NAME ...]
 
 --short (what tests/integration/test_fault_matrix.py runs): shorter windows and hang, the
-same faults. Not measurable here yet: a backend whose /health fails while it still serves
-(the simulated backend has no such mode).
+same faults.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ class Row:
     streams_cut: int = 0
     stalled: int = 0  # answered, but after more than STALLED_S
     recovered_s: float = 0.0  # from the fault to the start of the last failed request
-    last_to_hung_s: float | None = None  # hang: its last new request, after the fault
+    # A backend taken out (hung, or its /health failing): its last new request after the fault.
+    last_to_hung_s: float | None = None
     keys_kept: bool | None = None
     counter_kept: bool | None = None
     errors: dict[str, int] = field(default_factory=dict)
@@ -219,6 +220,15 @@ async def backend_503(box: dict[str, Any], timing: Timing) -> None:
         set_fault(url, {"mode": "none"})
 
 
+async def backend_unhealthy(box: dict[str, Any], timing: Timing) -> None:
+    url = box["backends"][0]["url"] + "/_sim/fault"
+    set_fault(url, {"mode": "unhealthy"})
+    try:
+        await asyncio.sleep(timing.hold_s)
+    finally:
+        set_fault(url, {"mode": "none"})
+
+
 def set_fault(url: str, body: dict[str, Any]) -> None:
     request = urllib.request.Request(url, json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
@@ -247,6 +257,12 @@ FAULTS = [
     Fault("backend answers 503", "nothing fails (the edge retries on the other backend) but "
           "reload races", backend_503,
           lambda r, t: r.failed == r.reload_races <= 2 and r.streams_cut == 0),
+    Fault("backend /health fails, still serving", "no new request reaches it after one "
+          "health-check pass; what it runs finishes; nothing fails but reload races",
+          backend_unhealthy,
+          lambda r, t: r.failed == r.reload_races <= 2 and r.streams_cut == 0
+          and (r.last_to_hung_s or 0) <= t.sync_s + HEALTH_TIMEOUT_S + 1.0,
+          hung_backend=True),
 ]
 
 
@@ -372,7 +388,7 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         recovered = f"{r.recovered_s:.2f} s" if r.failed or r.streams_cut else "-"
         if r.last_to_hung_s is not None:
-            recovered += f"; its last new request {r.last_to_hung_s:.2f} s into the hang"
+            recovered += f"; its last new request {r.last_to_hung_s:.2f} s into the fault"
         kept = f"{'yes' if r.keys_kept else 'NO'}, {'yes' if r.counter_kept else 'NO'}"
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(r.errors.items()))
         lines.append(f"| {r.fault} | {r.expected} | {r.requests} ({r.streams}) | {r.failed} "

@@ -72,3 +72,11 @@ def test_a_backend_answering_503_fails_nothing(rows):
     row = rows["backend answers 503"]
     assert row["failed"] == row["reload_races"] <= 2, row["failures"]
     assert row["streams_cut"] == 0, row["failures"]
+
+
+def test_a_backend_whose_health_fails_is_taken_out_and_nothing_fails(rows):
+    row, timing = rows["backend /health fails, still serving"], rows["timing"]
+    assert row["failed"] == row["reload_races"] <= 2, row["failures"]
+    assert row["streams_cut"] == 0, row["failures"]
+    # The sync agent's next pass marks it down; nginx then sends it nothing new.
+    assert row["last_to_hung_s"] <= timing["sync_s"] + 2.0 + 3.0

@@ -182,6 +182,18 @@ def test_unavailable_answers_503_in_vllm_shape(
     assert http.post(f"{base}/v1/chat/completions", json=chat(), timeout=5).status_code == 200
 
 
+def test_unhealthy_fails_the_health_check_and_still_serves(
+    server: ServerThread, http: requests.Session
+) -> None:
+    base = server.base_url
+    set_fault(http, base, mode="unhealthy")
+    assert http.get(f"{base}/health", timeout=5).status_code == 503
+    assert http.post(f"{base}/v1/chat/completions", json=chat(), timeout=5).status_code == 200
+    assert http.get(f"{base}/metrics", timeout=5).status_code == 200
+    set_fault(http, base, mode="none")
+    assert http.get(f"{base}/health", timeout=5).status_code == 200
+
+
 def test_exit_fault_calls_the_exit_hook_after_answering(
     server: ServerThread, http: requests.Session
 ) -> None:

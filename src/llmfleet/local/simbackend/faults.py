@@ -10,6 +10,8 @@ Modes (set with `POST /_sim/fault`, read with `GET /_sim/fault`):
   real vLLM with a stuck GPU does, so only request timeouts reveal the fault.
 - `unavailable`: API requests and `/health` answer 503 with vLLM's error shape; `/metrics` keeps
   answering; requests already running finish normally.
+- `unhealthy`: `/health` answers 503 while API requests are served as usual: a node whose
+  health check fails although it still works (the edge must take it out all the same).
 - `exit` (`code`, default 1): the process exits at once with that code after answering.
 """
 
@@ -21,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-FAULT_MODES: tuple[str, ...] = ("none", "slow", "hang", "unavailable", "exit")
+FAULT_MODES: tuple[str, ...] = ("none", "slow", "hang", "unavailable", "unhealthy", "exit")
 DEFAULT_SLOW_FACTOR = 5.0
 DEFAULT_EXIT_CODE = 1
 

@@ -295,14 +295,14 @@ def _log_request(
 async def _fault_gate(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Apply the hang / unavailable faults before a request reaches its handler."""
+    """Apply the hang / unavailable / unhealthy faults before a request reaches its handler."""
     path = request.path
     if path == "/metrics" or path.startswith("/_sim/"):
         return await handler(request)  # observability and control always answer
     backend = request.app[BACKEND]
     faults = backend.faults
     while True:
-        if faults.mode == "unavailable":
+        if faults.mode == "unavailable" or (faults.mode == "unhealthy" and path == "/health"):
             return _error(503, "The server is unavailable (simulated fault).")
         if faults.mode != "hang" or path == "/health":
             return await handler(request)
