@@ -211,22 +211,16 @@ async def hang_backend(box: dict[str, Any], timing: Timing) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
-async def backend_503(box: dict[str, Any], timing: Timing) -> None:
-    url = box["backends"][0]["url"] + "/_sim/fault"
-    set_fault(url, {"mode": "unavailable"})
-    try:
-        await asyncio.sleep(timing.hold_s)
-    finally:
-        set_fault(url, {"mode": "none"})
-
-
-async def backend_unhealthy(box: dict[str, Any], timing: Timing) -> None:
-    url = box["backends"][0]["url"] + "/_sim/fault"
-    set_fault(url, {"mode": "unhealthy"})
-    try:
-        await asyncio.sleep(timing.hold_s)
-    finally:
-        set_fault(url, {"mode": "none"})
+def backend_fault(mode: str) -> Callable[[dict[str, Any], Timing], Awaitable[None]]:
+    """The simulated backend's fault `mode` on the first backend for the hold, then none."""
+    async def inject(box: dict[str, Any], timing: Timing) -> None:
+        url = box["backends"][0]["url"] + "/_sim/fault"
+        set_fault(url, {"mode": mode})
+        try:
+            await asyncio.sleep(timing.hold_s)
+        finally:
+            set_fault(url, {"mode": "none"})
+    return inject
 
 
 def set_fault(url: str, body: dict[str, Any]) -> None:
@@ -255,11 +249,11 @@ FAULTS = [
           and (r.last_to_hung_s or 0) <= t.sync_s + HEALTH_TIMEOUT_S + 1.0,
           hung_backend=True),
     Fault("backend answers 503", "nothing fails (the edge retries on the other backend) but "
-          "reload races", backend_503,
+          "reload races", backend_fault("unavailable"),
           lambda r, t: r.failed == r.reload_races <= 2 and r.streams_cut == 0),
     Fault("backend /health fails, still serving", "no new request reaches it after one "
           "health-check pass; what it runs finishes; nothing fails but reload races",
-          backend_unhealthy,
+          backend_fault("unhealthy"),
           lambda r, t: r.failed == r.reload_races <= 2 and r.streams_cut == 0
           and (r.last_to_hung_s or 0) <= t.sync_s + HEALTH_TIMEOUT_S + 1.0,
           hung_backend=True),
