@@ -35,13 +35,18 @@ USER_DATA_LIMIT = 16 * 1024
 LIFECYCLE_SCRIPT = "llmfleet-lifecycle"
 
 
-def render_gpu_node(config: FleetConfig, *, stack: str, region: str) -> str:
+def render_gpu_node(config: FleetConfig, *, stack: str, region: str, images: dict[str, str],
+                    registry: str | None) -> str:
     """User data that starts vLLM, the DCGM exporter and the node exporter on a GPU node, and
-    the node's part in its group's lifecycle hooks (`lifecycle`)."""
+    the node's part in its group's lifecycle hooks (`lifecycle`). `images` names the exact
+    reference of each container (`NodeImages`); with `registry`, the node logs in to that ECR
+    registry before each pull."""
     return _render(
         "gpu-node",
         stack=stack,
         region=region,
+        images=images,
+        registry=registry,
         model=config.model,
         gpu_node=config.gpu_node,
         port=config.gpu_node.vllm_port,

@@ -10,6 +10,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from llmfleet.config import FleetConfig
+
 # Keys with ':' are valid AWS tag keys (EC2, Auto Scaling, IAM, Lambda, instance metadata);
 # only an 'aws:' prefix is reserved. Prometheus EC2 discovery sees `llmfleet:client` as the
 # label `__meta_ec2_tag_llmfleet_client`.
@@ -154,3 +156,40 @@ def launch_tags(tags: dict[str, str]) -> list[dict[str, Any]]:
     """Tags for what a launch creates besides the instance, so cost reports see disks and
     interfaces too."""
     return [{"resource_type": kind, "tags": tags} for kind in ("volume", "network-interface")]
+
+
+def pinned_ami(config: FleetConfig, role: str, parameter: str, account: Account,
+               parent: pulumi.Resource) -> pulumi.Output[str]:
+    """The AMI id `role` launches: the stack's pin for its region (`images.amis`). Without
+    one, the image the public SSM `parameter` names at this `pulumi up`, fixed in the launch
+    template until the next one (never resolved again at each launch), with a warning."""
+    today = aws.ssm.get_parameter_output(
+        name=parameter, opts=pulumi.InvokeOutputOptions(parent=parent)).insecure_value
+
+    def choose(parts: list[str]) -> str:
+        region, current = parts
+        pin = config.images.ami(region, role)
+        if pin is not None:
+            return pin
+        pulumi.log.warn(
+            f"llmfleet:images.amis.{region}.{role} is not set: launching {current}, which "
+            f"{parameter} names today; a later `pulumi up` may move it. Pin it with "
+            "`llmfleet amis STACK_FILE --write`.", resource=parent)
+        return current
+
+    return pulumi.Output.all(account.region, today).apply(choose)
+
+
+def instance_refresh(*, warmup_s: int, min_healthy_percentage: int,
+                     max_healthy_percentage: int) -> dict[str, Any]:
+    """A rolling instance refresh, started by AWS whenever the group's launch template version
+    changes (a new AMI pin, new user data); instances already on it are skipped."""
+    return {
+        "strategy": "Rolling",
+        "preferences": {
+            "instance_warmup": str(warmup_s),
+            "min_healthy_percentage": min_healthy_percentage,
+            "max_healthy_percentage": max_healthy_percentage,
+            "skip_matching": True,
+        },
+    }

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 from common import TAG_PREFIX, name_stem
+from container_images import NodeImages, NodeImagesArgs
 from cost_controls import CostControls, CostControlsArgs
 from drain import SpotDrain, SpotDrainArgs
 from edge import Edge, EdgeArgs
@@ -36,8 +37,9 @@ def stack_tags(config: FleetConfig, stack: str) -> dict[str, str]:
 
 
 class Deployment(pulumi.ComponentResource):
-    """One client environment: Network, SecurityGroups, GpuFleet, Edge, SpotDrain, Scaler and
-    CostControls as children, named after `name` (shortened by `name_stem` when it is long).
+    """One client environment: Network, SecurityGroups, NodeImages, GpuFleet, Edge, SpotDrain,
+    Scaler and CostControls as children, named after `name` (shortened by `name_stem` when it
+    is long).
 
     Outputs: `client`, `environment`, `model` (the name clients send), `strategy` (edge load
     balancing) and `tags`, plain values from config known at preview; and `endpoint` (the
@@ -83,11 +85,13 @@ class Deployment(pulumi.ComponentResource):
                                edge_cidrs=config.edge.allowed_cidrs, tags=self.tags),
             opts=child,
         )
+        images = NodeImages(f"{stem}-images",
+                            NodeImagesArgs(config=config, stack=stack, tags=self.tags), opts=child)
         fleet = GpuFleet(
             f"{stem}-gpu",
             GpuFleetArgs(config=config, stack=stack, subnet_ids=network.node_subnet_ids,
                          security_group_id=groups.gpu_id, public_address=network.nodes_public,
-                         tags=self.tags),
+                         images=images, tags=self.tags),
             opts=child,
         )
         edge = Edge(

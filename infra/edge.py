@@ -17,8 +17,10 @@ from common import (
     encrypted_root,
     group_tags,
     imdsv2,
+    instance_refresh,
     instance_role,
     launch_tags,
+    pinned_ami,
     policy_document,
     primary_interface,
     read_fleet,
@@ -132,7 +134,7 @@ class Edge(pulumi.ComponentResource):
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",
             description=f"llmfleet edge of {args.stack}",
-            image_id=f"resolve:ssm:{edge.ami_parameter}",
+            image_id=pinned_ami(config, "edge", edge.ami_parameter, account, self),
             instance_type=edge.instance_type,
             iam_instance_profile={"arn": profile.arn},
             # Hop limit 1: nothing on the edge runs in a container that would need IMDS.
@@ -156,6 +158,11 @@ class Edge(pulumi.ComponentResource):
             launch_template={"id": template.id, "version": template.latest_version.apply(str)},
             health_check_type="EC2",
             health_check_grace_period=300,
+            # A new AMI pin or user data (a new llmfleet bundle) reaches the running edge: it
+            # is replaced, old first, since only one instance can hold the Redis volume. The
+            # endpoint is down for one boot (a few minutes); the keys stay on the volume.
+            instance_refresh=instance_refresh(warmup_s=300, min_healthy_percentage=0,
+                                              max_healthy_percentage=100),
             tags=group_tags({**tags, "Name": f"{name}"}),
             opts=child,
         )

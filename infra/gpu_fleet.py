@@ -15,11 +15,14 @@ from common import (
     encrypted_root,
     group_tags,
     imdsv2,
+    instance_refresh,
     instance_role,
     launch_tags,
+    pinned_ami,
     policy_document,
     primary_interface,
 )
+from container_images import NodeImages
 from lifecycle import group_hooks
 
 from llmfleet.config import FleetConfig
@@ -34,6 +37,7 @@ class GpuFleetArgs:
     # Without NAT, nodes need a public address for outbound traffic; their group admits
     # nothing from the internet either way.
     public_address: bool
+    images: NodeImages
     tags: dict[str, str]
 
 
@@ -94,16 +98,23 @@ class GpuFleet(pulumi.ComponentResource):
             opts=child,
         )
 
-        user_data = account.region.apply(
-            lambda region: base64.b64encode(
-                render_gpu_node(config, stack=args.stack, region=region).encode()
-            ).decode()
-        )
+        if args.images.cached:
+            aws.iam.RolePolicy(
+                f"{name}-images",
+                role=role.id,
+                policy=args.images.pull_statements.apply(lambda s: policy_document(*s)),
+                opts=child,
+            )
+        user_data = pulumi.Output.all(
+            account.region, args.images.references, args.images.registry,
+        ).apply(lambda parts: base64.b64encode(render_gpu_node(
+            config, stack=args.stack, region=parts[0], images=parts[1], registry=parts[2],
+        ).encode()).decode())
         fallback_type = config.fleet.instance_types[0].type
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",
             description=f"llmfleet GPU node of {args.stack}",
-            image_id=f"resolve:ssm:{node.ami_parameter}",
+            image_id=pinned_ami(config, "gpu_node", node.ami_parameter, account, self),
             # The fallback group's type; the spot group overrides it with its list.
             instance_type=fallback_type,
             iam_instance_profile={"arn": profile.arn},
@@ -131,6 +142,11 @@ class GpuFleet(pulumi.ComponentResource):
             "wait_for_capacity_timeout": "0",
             # In service only once vLLM serves; out only once its requests are done.
             "initial_lifecycle_hooks": group_hooks(config),
+            # A new AMI pin or user data reaches the running nodes: each is replaced by a new
+            # one that is ready first, so the fleet never runs short during the change.
+            "instance_refresh": instance_refresh(
+                warmup_s=node.cold_start_s, min_healthy_percentage=100,
+                max_healthy_percentage=200),
         }
         scaled = pulumi.ResourceOptions(parent=self, ignore_changes=["desired_capacity"])
 

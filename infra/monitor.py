@@ -13,7 +13,15 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 from cloud_init import render_monitor
-from common import ROLE_TAG, Account, imdsv2, instance_role, launch_tags, policy_document
+from common import (
+    ROLE_TAG,
+    Account,
+    imdsv2,
+    instance_role,
+    launch_tags,
+    pinned_ami,
+    policy_document,
+)
 
 from llmfleet.config import FleetConfig
 from llmfleet.services import MONITOR_HOST_PORTS
@@ -149,7 +157,7 @@ class Monitor(pulumi.ComponentResource):
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",
             description=f"llmfleet monitor of {args.stack}",
-            image_id=f"resolve:ssm:{monitor.image_parameter}",
+            image_id=pinned_ami(config, "monitor", monitor.image_parameter, account, self),
             update_default_version=True,
             # The root disk and the network interface are tagged as they are made.
             tag_specifications=launch_tags(tags),

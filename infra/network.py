@@ -21,9 +21,10 @@ class Network(pulumi.ComponentResource):
 
     A new VPC gets one public subnet per AZ (internet gateway route) and, with `nat: true`, one
     private subnet per AZ routed through a single NAT gateway (about USD 32/month plus USD 0.045
-    per GB, and a single-AZ dependency for outbound traffic). Without NAT, GPU nodes use the
-    public subnets with a public address for outbound traffic only: their security group admits
-    nothing from the internet.
+    per GB, and a single-AZ dependency for outbound traffic) and an S3 gateway endpoint (free),
+    so container layers from the stack's ECR cache do not pay the NAT's per-GB charge. Without
+    NAT, GPU nodes use the public subnets with a public address for outbound traffic only: their
+    security group admits nothing from the internet.
 
     Outputs: `vpc_id`, `public_subnet_ids` (the edge), `node_subnet_ids` (the GPU nodes), and
     `nodes_public` (whether GPU nodes need a public address to reach the internet).
@@ -104,6 +105,13 @@ class Network(pulumi.ComponentResource):
             for i, cidr in enumerate(private_cidrs)
         ]
         self.node_subnet_ids = pulumi.Output.all(*[s.id for s in private])
+        # ECR serves image layers from S3: through this free endpoint a node's pulls (tens of
+        # GB in a scale-out) skip the NAT gateway and its USD 0.045 per GB.
+        region = aws.get_region_output(opts=pulumi.InvokeOutputOptions(parent=self)).region
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3", vpc_id=vpc.id, vpc_endpoint_type="Gateway",
+            service_name=region.apply(lambda r: f"com.amazonaws.{r}.s3"),
+            route_table_ids=[private_table.id], tags=tagged("s3"), opts=child)
 
     @staticmethod
     def _subnet(

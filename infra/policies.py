@@ -14,9 +14,11 @@ from typing import Any
 from common import ROLE_TAG
 
 from llmfleet.config.base import GPU_INSTANCE_FAMILIES
+from llmfleet.services import EDGE_HOST_PORTS
 
 GROUP = "aws:autoscaling/group:Group"
 LAUNCH_TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 GPU_ROLE = "gpu-node"
 
 Inputs = Mapping[str, Any]
@@ -57,6 +59,20 @@ def grace_covers_cold_start(resource_type: str, inputs: Inputs, *, cold_start_s:
         if value < cold_start_s:
             found.append(f"{key} is {value:g} s, shorter than the {cold_start_s} s cold start")
     return found
+
+
+def plain_http_from_anywhere(resource_type: str, inputs: Inputs, *, tls_off: bool
+                             ) -> list[str]:
+    """The edge's HTTP port open to the whole internet while its stack serves plain HTTP: API
+    keys cross the internet in clear text (`edge.tls.plain_http_from_anywhere` allows it, and
+    this says so on every preview)."""
+    if resource_type != INGRESS or not tls_off or inputs.get("fromPort") != EDGE_HOST_PORTS.http:
+        return []
+    cidr = inputs.get("cidrIpv4") or inputs.get("cidrIpv6")
+    if cidr not in ("0.0.0.0/0", "::/0"):
+        return []
+    return [f"port {EDGE_HOST_PORTS.http} is open to {cidr} with edge.tls.mode off: API keys "
+            "cross the internet in clear text; set edge.tls.mode to acme or certificate"]
 
 
 def fleet_types_have_gpus(resource_type: str, inputs: Inputs) -> list[str]:

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
 # infra/ is on the path only from the line above.
 import policies
 
-from llmfleet.config import ConfigKind, load_config
+from llmfleet.config import ConfigKind, FleetConfig, load_config
+from llmfleet.config.aws import TlsMode
 from llmfleet.config.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def _cold_start_policy() -> ResourceValidationPolicy:
             return
         stack = stack_of(args.urn)
         try:
-            cold_start_s = stack_cold_start_s(stack)
+            cold_start_s = stack_config(stack).gpu_node.cold_start_s
         except ConfigError as error:
             report_violation(f"cannot read stack {stack!r}'s cold start: {error}", None)
             return
@@ -64,6 +65,28 @@ def _cold_start_policy() -> ResourceValidationPolicy:
     )
 
 
+def _plain_http_policy() -> ResourceValidationPolicy:
+    # Advisory: the stack chose it explicitly (edge.tls.plain_http_from_anywhere); every
+    # preview still says what it costs.
+    def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+        if args.resource_type != policies.INGRESS:
+            return
+        try:
+            tls_off = stack_config(stack_of(args.urn)).edge.tls.mode is TlsMode.OFF
+        except ConfigError:
+            return  # the cold-start policy already refuses a stack without its file
+        for violation in policies.plain_http_from_anywhere(
+                args.resource_type, args.props, tls_off=tls_off):
+            report_violation(violation, None)
+
+    return ResourceValidationPolicy(
+        name="plain-http-from-anywhere",
+        description=_summary(policies.plain_http_from_anywhere),
+        validate=validate,
+        enforcement_level=EnforcementLevel.ADVISORY,
+    )
+
+
 def _summary(check: object) -> str:
     """A check's docstring up to its first comma or full stop, on one line."""
     text = " ".join((getattr(check, "__doc__", None) or "").split())
@@ -76,16 +99,17 @@ def stack_of(urn: str) -> str:
 
 
 @functools.cache
-def stack_cold_start_s(stack: str) -> int:
-    """`gpu_node.cold_start_s` as the stack's own file sets it (Pulumi.yaml's stackConfigDir)."""
+def stack_config(stack: str) -> FleetConfig:
+    """The stack's config as its own file sets it (Pulumi.yaml's stackConfigDir)."""
     project = yaml.safe_load((REPO / "Pulumi.yaml").read_text(encoding="utf-8"))
     path = REPO / project.get("stackConfigDir", ".") / f"Pulumi.{stack}.yaml"
-    return load_config(path, kind=ConfigKind.STACK).config.gpu_node.cold_start_s
+    return load_config(path, kind=ConfigKind.STACK).config
 
 
 POLICIES = [
     *(_policy(check.__name__.replace("_", "-"), check) for check in policies.CHECKS),
     _cold_start_policy(),
+    _plain_http_policy(),
 ]
 
 if __name__ == "__main__":

@@ -159,7 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     cost_cmd.add_argument("--json", action="store_true")
     cost_cmd.set_defaults(handler=_cost)
 
-    from llmfleet.local import sweep_cli
+    from llmfleet.local import amis, sweep_cli
+
+    amis_cmd = commands.add_parser(
+        "amis", help="each role's pinned AMI against today's; --write pins today's")
+    amis.add_arguments(amis_cmd)
+    amis_cmd.set_defaults(handler=amis.run)
 
     sweep_cmd = commands.add_parser(
         "sweep", help="what a stack left on AWS (tagged with it): list, or delete with --yes")

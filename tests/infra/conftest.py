@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import pulumi
 import pulumi.runtime
 import pytest
-from infra_helpers import ACCOUNT_ID, PUBLIC_IP, REGION, ZONES
+from infra_helpers import ACCOUNT_ID, PUBLIC_IP, REGION, ZONES, ami_today, registry_digest
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.settings import reset_options
 
@@ -51,6 +51,27 @@ CALL_RESULTS: dict[str, dict[str, Any]] = {
         "id": "subnet-0123456789abcdef0", "availabilityZone": ZONES[0],
         "availabilityZoneId": "use1-az1", "vpcId": "vpc-0123456789abcdef0",
     },
+}
+
+
+
+def _ssm_parameter(args: Mapping[str, Any]) -> dict[str, Any]:
+    # Only the public AMI parameters are read at `pulumi up`; secrets never are.
+    value = ami_today(args["name"])
+    return {"id": args["name"], "name": args["name"], "type": "String", "value": value,
+            "insecureValue": value, "version": 1,
+            "arn": f"arn:aws:ssm:{REGION}::parameter{args['name']}"}
+
+
+def _registry_image(args: Mapping[str, Any]) -> dict[str, Any]:
+    return {"id": args["name"], "name": args["name"],
+            "sha256Digest": registry_digest(args["name"])}
+
+
+# Provider functions whose answer depends on the arguments.
+CALL_ANSWERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "aws:ssm/getParameter:getParameter": _ssm_parameter,
+    "docker:index/getRegistryImage:getRegistryImage": _registry_image,
 }
 
 # EC2-style id prefixes, so an id that lands in the wrong argument is easy to spot.
@@ -109,6 +130,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.registered: list[Registered] = []
         self.calls: list[str] = []
+        self.call_args: list[tuple[str, dict[str, Any]]] = []
         self.ids: dict[tuple[str, str], str] = {}  # (type, name) -> the id the mock gave it
         # (type, name) -> the options the engine receives, in its own (camelCase) names.
         self.options: dict[tuple[str, str], Options] = {}
@@ -140,6 +162,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         self.calls.append(args.token)
+        self.call_args.append((args.token, dict(args.args)))
+        if args.token in CALL_ANSWERS:
+            return CALL_ANSWERS[args.token](args.args)
         if args.token not in CALL_RESULTS:
             # An empty answer would only surface later as a confusing KeyError: say which
             # call needs a mock.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -19,6 +20,18 @@ ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 ZONES = ["us-east-1a", "us-east-1b", "us-east-1c"]
 PUBLIC_IP = "203.0.113.10"
+
+
+
+def ami_today(parameter: str) -> str:
+    """The AMI id the mocked account's public SSM `parameter` names today."""
+    return "ami-" + hashlib.sha256(parameter.encode()).hexdigest()[:17]
+
+
+def registry_digest(reference: str) -> str:
+    """The digest the mocked registry answers for `reference` (a tag)."""
+    return "sha256:" + hashlib.sha256(reference.encode()).hexdigest()
+
 
 REPO = Path(__file__).resolve().parents[2]
 STACKS = REPO / "stacks"

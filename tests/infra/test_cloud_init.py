@@ -17,6 +17,7 @@ from infra_helpers import (
     LAUNCH_TEMPLATE,
     import_infra,
     prefix,
+    registry_digest,
     stack_config,
     stack_config_env,
     systemd_verify,
@@ -137,7 +138,10 @@ def test_vllm_runs_as_one_command_with_the_configured_model(program, mocks):
 
     gpu = _files(user_data(mocks.one(LAUNCH_TEMPLATE, "university-prod-gpu-template")))
     argv = _vllm_command(gpu["/usr/local/sbin/llmfleet-vllm"])
-    image = argv.index("vllm/vllm-openai:v0.11.0")
+    # Pinned at `pulumi up` to the digest the tag named then (Docker Hub: no cache without
+    # credentials, so straight from the registry).
+    image = argv.index("docker.io/vllm/vllm-openai@"
+                       + registry_digest("docker.io/vllm/vllm-openai:v0.11.0"))
     assert argv[:image] == [
         "docker", "run", "--rm", "--name", "vllm", "--gpus", "all", "--ipc=host",
         "-p", "8000:8000", "--ulimit", "nofile=65536:65536",
@@ -165,13 +169,16 @@ def test_arguments_are_shell_quoted_and_line_breaks_refused():
         stack_config_env("example", model={**raw["llmfleet:model"],
                                            "extra_args": ["--chat-template", "{{ x }} $(id)"]}),
         "example")
-    text = cloud_init.render_gpu_node(config, stack="example", region="us-east-1")
+    images = {"vllm": "v", "dcgm_exporter": "d", "node_exporter": "n"}
+    text = cloud_init.render_gpu_node(config, stack="example", region="us-east-1",
+                                      images=images, registry=None)
     assert "--chat-template '{{ x }} $(id)'" in text
 
     broken = config.model_copy(update={
         "model": config.model.model_copy(update={"extra_args": ("a\nb",)})})
     with pytest.raises(ValueError, match="line break"):
-        cloud_init.render_gpu_node(broken, stack="example", region="us-east-1")
+        cloud_init.render_gpu_node(broken, stack="example", region="us-east-1",
+                                   images=images, registry=None)
 
 
 TLS_MODES = {

@@ -14,6 +14,7 @@ from infra_helpers import (
     REGION,
     REPO,
     ROLE_POLICY,
+    ami_today,
     import_infra,
     stack_config_env,
     statements,
@@ -37,7 +38,7 @@ def test_edge_is_one_small_instance_with_imdsv2_and_an_encrypted_disk(program, m
     assert exports["edge_group"] == mocks.ids[GROUP, "university-prod-edge-group"]
     template = mocks.one(LAUNCH_TEMPLATE, "university-prod-edge-template")
     assert template["instanceType"] == "t3.small"
-    assert template["imageId"] == f"resolve:ssm:{UBUNTU_PARAMETER}"
+    assert template["imageId"] == ami_today(UBUNTU_PARAMETER)
     assert template["metadataOptions"] == {
         "httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1}
     assert template["blockDeviceMappings"][0]["ebs"]["encrypted"] == "true"

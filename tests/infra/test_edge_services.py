@@ -256,7 +256,8 @@ def test_the_edge_and_the_nodes_have_kernel_room_for_a_burst():
 
     config = from_pulumi_config_env(stack_config_env("startup-prod"), "startup-prod")
     node = yaml.safe_load(import_infra("cloud_init").render_gpu_node(
-        config, stack="startup-prod", region="us-east-1"))
+        config, stack="startup-prod", region="us-east-1",
+        images={"vllm": "v", "dcgm_exporter": "d", "node_exporter": "n"}, registry=None))
     vllm = files(node)["/usr/local/sbin/llmfleet-vllm"]
     assert f"--sysctl net.core.somaxconn={LISTEN_BACKLOG}" in vllm
     assert "--ulimit nofile=65536:65536" in vllm

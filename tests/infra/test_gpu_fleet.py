@@ -10,6 +10,7 @@ from infra_helpers import (
     POLICY_ATTACHMENT,
     REGION,
     ROLE_POLICY,
+    ami_today,
     group_tag_map,
     stack_config_env,
     statements,
@@ -96,7 +97,8 @@ def test_launch_template_requires_imdsv2_encrypts_the_disk_and_uses_the_dlami(pr
     program.run(stack_config_env("example"), stack="example")
 
     template = mocks.one(LAUNCH_TEMPLATE, "acme-prod-gpu-template")
-    assert template["imageId"] == f"resolve:ssm:{DLAMI_PARAMETER}"
+    # Unpinned in this stack: what the DLAMI's public parameter names at `pulumi up`.
+    assert template["imageId"] == ami_today(DLAMI_PARAMETER)
     assert template["metadataOptions"] == {
         "httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1}
     assert template["blockDeviceMappings"] == [{
@@ -138,7 +140,11 @@ def test_node_role_may_use_ssm_read_its_token_and_join_and_leave_its_groups_only
                 if r.name.startswith("acme-prod-gpu-")]
     inline = {r.name: r for r in mocks.of_type(ROLE_POLICY) if r.name.startswith("acme-prod-gpu-")}
     assert set(inline) == {"acme-prod-gpu-ssm", "acme-prod-gpu-hf-token",
-                           "acme-prod-gpu-lifecycle"}
+                           "acme-prod-gpu-lifecycle", "acme-prod-gpu-images"}
+    # Its images: a login token, and pulls from this stack's cache (node-exporter's quay.io).
+    login, pull = statements(inline["acme-prod-gpu-images"].inputs["policy"])
+    assert login["Action"] == "ecr:GetAuthorizationToken"
+    assert pull["Resource"] == [f"arn:aws:ecr:{REGION}:{ACCOUNT_ID}:repository/example/quay/*"]
     assert statements(inline["acme-prod-gpu-hf-token"].inputs["policy"]) == [{
         "Sid": "ReadTheHuggingFaceToken",
         "Effect": "Allow",

@@ -27,13 +27,23 @@ def test_every_inline_policy_passes_parliament(program, mocks, stack):
     program.run(stack_config_env(stack), stack=stack)
 
     policies = mocks.of_type(ROLE_POLICY)
-    # The GPU node's Session Manager, token and lifecycle rights; the edge's Session Manager,
-    # fleet and health rights; the monitor's Session Manager and its own; the drain and scaler
-    # Lambdas'; the Redis volume's snapshots.
-    assert len(policies) == 11
+    # The GPU node's Session Manager, token, lifecycle and image-pull rights; the edge's
+    # Session Manager, fleet and health rights; the monitor's Session Manager and its own; the
+    # drain and scaler Lambdas'; the Redis volume's snapshots; ECR's creation of the image
+    # cache's repositories.
+    assert len(policies) == 13
     for policy in policies:
-        findings = analyze_policy_string(policy.inputs["policy"]).findings
+        findings = [f for f in analyze_policy_string(policy.inputs["policy"]).findings
+                    if not _known_to_be_outdated(f)]
         assert findings == [], f"{policy.name}: {[(f.issue, f.detail) for f in findings]}"
+
+
+def _known_to_be_outdated(finding) -> bool:
+    # parliament's action table predates repository-scoped ecr:BatchImportUpstreamImage: AWS's
+    # pull-through cache guide grants it per repository (even in repository policies). Only
+    # that action's "resource must be *" is set aside; every other finding still fails.
+    return finding.issue == "RESOURCE_MISMATCH" and finding.detail == [
+        {"action": "ecr:BatchImportUpstreamImage", "required_format": "*"}]
 
 
 # Every action that reads a parameter's value (GetParameter, GetParameters,

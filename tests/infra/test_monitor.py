@@ -32,6 +32,7 @@ from infra_helpers import (
     ROLE_POLICY,
     SECURITY_GROUP,
     ZONES,
+    ami_today,
     import_infra,
     longest_names_config_env,
     prefix,
@@ -134,13 +135,13 @@ def test_one_instance_in_the_monitor_group_which_admits_nothing(program, mocks):
         "volumeSize": 10, "volumeType": "gp3", "encrypted": True, "deleteOnTermination": True,
         "tags": None}
     assert instance["maintenanceOptions"] == {"autoRecovery": "default"}
-    # The image as EC2 resolves it at launch: a newer Ubuntu build replaces nothing, and no
-    # image id is pinned on the instance.
+    # The image comes from the template (pinned there); a new pin reaches the monitor when it
+    # is next replaced, and none is set on the instance.
     assert "ami" not in instance
     assert instance["launchTemplate"] == {
         "id": mocks.ids[LAUNCH_TEMPLATE, "startup-prod-monitor-template"], "version": "$Default"}
     template = mocks.one(LAUNCH_TEMPLATE, "startup-prod-monitor-template")
-    assert template["imageId"] == f"resolve:ssm:{UBUNTU_ARM64_PARAMETER}"
+    assert template["imageId"] == ami_today(UBUNTU_ARM64_PARAMETER)
     assert set(template) <= {"description", "imageId", "updateDefaultVersion",
                              "tagSpecifications", "tags"}, "the instance sets everything else"
     options = mocks.options[INSTANCE, "startup-prod-monitor-instance"]
@@ -167,7 +168,7 @@ def test_the_image_follows_the_instance_types_architecture(program, mocks, insta
     run_monitor(program, monitor={"instance_type": instance_type})
 
     template = mocks.one(LAUNCH_TEMPLATE, "startup-prod-monitor-template")
-    assert template["imageId"] == f"resolve:ssm:{parameter}"
+    assert template["imageId"] == ami_today(parameter)
     arch = "arm64" if "arm64" in parameter else "amd64"
     assert f"Ubuntu 24.04 ({arch})" in user_data(mocks)
 

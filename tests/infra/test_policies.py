@@ -9,7 +9,15 @@ import runpy
 from typing import Any
 
 import pytest
-from infra_helpers import ALL_STACKS, GROUP, LAUNCH_TEMPLATE, REPO, import_infra, stack_config_env
+from infra_helpers import (
+    ALL_STACKS,
+    GROUP,
+    INGRESS,
+    LAUNCH_TEMPLATE,
+    REPO,
+    import_infra,
+    stack_config_env,
+)
 
 from llmfleet.config import from_pulumi_config_env
 
@@ -156,8 +164,11 @@ def test_the_policy_pack_runs_each_check_as_a_mandatory_policy():
     policies = import_infra("policies")
     by_name = {p.name: p for p in pack["POLICIES"]}
     assert set(by_name) == {c.__name__.replace("_", "-") for c in policies.CHECKS} | {
-        "grace-covers-cold-start"}
-    assert all(p.enforcement_level.value == "mandatory" for p in pack["POLICIES"])
+        "grace-covers-cold-start", "plain-http-from-anywhere"}
+    # Every check refuses, but the one for a choice the stack made explicitly: it warns.
+    assert {p.name for p in pack["POLICIES"] if p.enforcement_level.value != "mandatory"} == {
+        "plain-http-from-anywhere"}
+    assert by_name["plain-http-from-anywhere"].enforcement_level.value == "advisory"
     # Nothing to configure: `pulumi up --policy-pack policy` is the whole command.
     assert all(p.config_schema is None for p in pack["POLICIES"])
 
@@ -205,3 +216,30 @@ def test_the_policy_packs_files_name_only_files_that_exist():
     for path in named:
         if "<" not in path:
             assert (REPO / path).exists(), path
+
+
+PLAIN_HTTP_EDGE = {"instance_type": "t3.small", "allowed_cidrs": ["0.0.0.0/0"],
+                   "tls": {"mode": "off", "plain_http_from_anywhere": True}}
+
+
+def test_plain_http_open_to_the_world_is_warned_about_on_every_preview(program, mocks,
+                                                                       tmp_path):
+    env = stack_config_env("university-prod", edge=PLAIN_HTTP_EDGE)
+    program.run(env, stack="university-prod")
+    pack = _pack()
+    # The pack reads the stack's own file: here, the shipped file with the override.
+    shipped = pack["stack_config"]
+    overridden = from_pulumi_config_env(env, "university-prod")
+    pack["stack_config"] = lambda stack: overridden
+
+    http = [r for r in mocks.of_type(INGRESS) if r.inputs.get("fromPort") == 80
+            and r.inputs.get("cidrIpv4") == "0.0.0.0/0"]
+    assert len(http) == 1
+    found = _pack_violations(pack, INGRESS, http[0].inputs, "university-prod")
+    assert found == ["port 80 is open to 0.0.0.0/0 with edge.tls.mode off: API keys cross the "
+                     "internet in clear text; set edge.tls.mode to acme or certificate"]
+    # The shipped university stack (plain HTTP, campus range only) and every HTTPS port pass.
+    pack["stack_config"] = shipped
+    program_inputs = [r.inputs for r in mocks.of_type(INGRESS) if r.inputs.get("fromPort") == 443]
+    assert all(_pack_violations(pack, INGRESS, i, "university-prod") == []
+               for i in program_inputs)

@@ -25,7 +25,8 @@ from llmfleet.config import FleetConfig, InstanceType
 
 DEPLOYMENT = "llmfleet:index:Deployment"
 COMPONENTS = ["llmfleet:index:Network", "llmfleet:index:SecurityGroups",
-              "llmfleet:index:GpuFleet", "llmfleet:index:Edge", "llmfleet:index:SpotDrain",
+              "llmfleet:index:NodeImages", "llmfleet:index:GpuFleet", "llmfleet:index:Edge",
+              "llmfleet:index:SpotDrain",
               "llmfleet:index:Scaler", "llmfleet:index:CostControls",
               "llmfleet:index:Monitor", "llmfleet:index:RedisSnapshots"]
 
@@ -47,7 +48,8 @@ def test_example_stack_registers_one_deployment_with_its_outputs(program, mocks)
     components = [r for r in mocks.registered if r.type.startswith("llmfleet:")]
     assert sorted(r.type for r in components[1:]) == sorted(COMPONENTS)
     assert {r.name for r in components} == {
-        "acme-prod", "acme-prod-net", "acme-prod-sg", "acme-prod-gpu", "acme-prod-edge",
+        "acme-prod", "acme-prod-net", "acme-prod-sg", "acme-prod-images", "acme-prod-gpu",
+        "acme-prod-edge",
         "acme-prod-drain", "acme-prod-scaler",
         "acme-prod-cost", "acme-prod-monitor", "acme-prod-edge-snapshots"}
     assert mocks.names("aws:autoscaling/group:Group") == [

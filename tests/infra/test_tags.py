@@ -17,6 +17,11 @@ UNTAGGABLE = {
     "aws:lambda/permission:Permission",
     "aws:ec2/volumeAttachment:VolumeAttachment",
     "aws:autoscaling/schedule:Schedule",
+    "aws:ecr/pullThroughCacheRule:PullThroughCacheRule",
+}
+# Not tagged themselves; the tags are for what AWS creates from them.
+TAGS_FOR_WHAT_THEY_CREATE = {
+    "aws:ecr/repositoryCreationTemplate:RepositoryCreationTemplate": "resourceTags",
 }
 
 
@@ -35,6 +40,9 @@ def test_every_taggable_resource_carries_the_stack_tags(program, mocks, stack):
             tags = group_tag_map(resource.inputs)
             # Copied onto every instance the group launches: discovery and cost reports.
             assert all(t["propagateAtLaunch"] for t in resource.inputs["tags"]), resource.name
+        elif resource.type in TAGS_FOR_WHAT_THEY_CREATE:
+            assert "tags" not in resource.inputs
+            tags = resource.inputs.get(TAGS_FOR_WHAT_THEY_CREATE[resource.type], {})
         else:
             tags = resource.inputs.get("tags", {})
         assert stack_tags.items() <= tags.items(), f"{resource.type} {resource.name}"

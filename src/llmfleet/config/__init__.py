@@ -12,6 +12,7 @@ from llmfleet.config.aws import (
 )
 from llmfleet.config.costs import Budget, OffHours
 from llmfleet.config.errors import ConfigError, ConfigIssue
+from llmfleet.config.images import ImageReference, ImagesSpec
 from llmfleet.config.model import (
     BackendKind,
     Fleet,
@@ -46,6 +47,8 @@ __all__ = [
     "Fleet",
     "FleetConfig",
     "GpuNodeSpec",
+    "ImageReference",
+    "ImagesSpec",
     "InstanceType",
     "LoadBalancing",
     "LoadedConfig",

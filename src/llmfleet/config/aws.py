@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from llmfleet.config.base import GPU_INSTANCE_FAMILIES, Strict
+from llmfleet.config.images import ContainerImage
 
 # The AWS Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04): NVIDIA driver, Docker and
 # the NVIDIA Container Toolkit preinstalled. A public SSM parameter always names the newest build.
@@ -57,11 +58,6 @@ SsmParameterName = Annotated[
     str,
     StringConstraints(pattern=r"^/[A-Za-z0-9_.\-/]{1,1010}$", max_length=1011),
     Field(description="an SSM parameter path starting with '/', e.g. /llmfleet/acme-prod/hf-token"),
-]
-ContainerImage = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$", max_length=255),
-    Field(description="a container image reference such as quay.io/org/name:tag"),
 ]
 Usd = Annotated[float, Field(ge=0, le=1000)]
 

@@ -29,6 +29,7 @@ from llmfleet.config.aws import (
 )
 from llmfleet.config.base import GPU_INSTANCE_FAMILIES, Strict
 from llmfleet.config.costs import Budget, OffHours
+from llmfleet.config.images import ContainerImage, ImagesSpec
 from llmfleet.config.tiers import RateLimits
 
 # DNS-label-like: it becomes part of resource names, tags and Pulumi stack names.
@@ -53,7 +54,7 @@ class ModelSpec(Strict):
     served_name: str | None = Field(None, min_length=1,
                                     description="name clients send as `model` (default: name)")
     max_model_len: int = Field(4096, ge=256, le=1_048_576)
-    vllm_image: str = Field("vllm/vllm-openai:v0.11.0", min_length=1)
+    vllm_image: ContainerImage = "vllm/vllm-openai:v0.11.0"
     extra_args: tuple[str, ...] = ()
 
     @property
@@ -196,6 +197,7 @@ class FleetConfig(Strict):
     autoscaling: Autoscaling = Autoscaling()
     off_hours: OffHours = OffHours()
     budget: Budget = Budget()
+    images: ImagesSpec = ImagesSpec()
     sandbox: Sandbox = Sandbox()
 
     @model_validator(mode="after")
