@@ -15,9 +15,12 @@ from llmfleet.autoscale.policy import (
     Windows,
     decide,
 )
-from llmfleet.config import validate
+from llmfleet.config import ConfigError, validate
 
 NOW = 10_000.0
+# The tables below plan in round figures: the load now at 80 % of a node, the load ahead at
+# 50 %, one node out per decision. The defaults are pinned apart (`test_the_defaults_...`).
+PLAN = {"target_utilisation": 0.8, "slo_utilisation": 0.5, "scale_in_step": 1}
 
 
 def config(policy: str = "seed", *, low: int = 1, high: int = 10, spot: bool = True,
@@ -25,7 +28,7 @@ def config(policy: str = "seed", *, low: int = 1, high: int = 10, spot: bool = T
     return validate({
         "fleet": {"min_size": low, "desired": low, "max_size": high, "spot": spot},
         "on_demand": {"min_size": od_min, "max_size": od_max},
-        "autoscaling": {"policy": policy, **scaling},
+        "autoscaling": {"policy": policy, **PLAN, **scaling},
     }, "test")
 
 
@@ -199,7 +202,7 @@ def test_adaptive_does_not_shrink_below_what_the_running_requests_need():
 
 
 # -- ours: the arrival trend and slo_utilisation ---------------------------------------------
-# Defaults: the trend compares the arrival rate over the last 60 s with its mean over 600 s
+# With PLAN: the trend compares the arrival rate over the last 60 s with its mean over 600 s
 # (their middles 270 s apart) and projects it scale_out_lead_s (420 s) ahead; the load so
 # projected is planned at slo_utilisation (0.5), the load now at target_utilisation (0.8).
 # Without a trend (no Windows.arrivals_rps_in) everything is planned at 80 %, as above.
@@ -308,3 +311,68 @@ def test_the_decision_remembers_when_it_scaled():
     assert held.state == grown.state
     shrunk = run(observe(ready(3)), config("seed"), grown.state)
     assert shrunk.state.last_scale_in_at == NOW and shrunk.total == 2
+
+
+# -- ours: several nodes out at once, and the defaults ---------------------------------------
+
+@pytest.mark.parametrize(("running", "low", "step", "expected", "why"), [
+    (0.0, 1, 4, 4, "idle: scale_in_step's 4 go"),
+    (0.0, 1, 1, 7, "scale_in_step 1: one node a decision, as before"),
+    (0.0, 6, 4, 6, "never below fleet.min_size"),
+    (150.0, 1, 4, 5, "150 running need 5 nodes of 64 at 50 % (3 at 80 %): 3 go"),
+    (200.0, 1, 4, 7, "200 running need 7 nodes at 50 %: 1 goes"),
+    (230.0, 1, 4, 8, "230 running need 8 nodes at 50 %: none goes"),
+])
+def test_adaptive_takes_out_several_nodes_when_the_plan_leaves_them_idle(running, low, step,
+                                                                        expected, why):
+    # 8 ready nodes of 64, flat arrivals: the window's peak is what runs now.
+    obs = trending(ready(8, running / 8), now_rps=10.0, mean_rps=10.0, running_max=running)
+    decision = run(obs, config("adaptive", low=low, scale_in_step=step), state(8))
+    assert decision.total == expected, why
+    assert len(decision.drain) == 8 - expected
+    assert f"-{8 - expected} (" in decision.reason or expected == 8
+
+
+def test_adaptive_takes_out_the_least_busy_nodes_on_demand_first():
+    nodes = (Node("spot-1", Group.SPOT, NodeState.READY, 900, 5),
+             Node("spot-2", Group.SPOT, NodeState.READY, 900, 1),
+             Node("spot-3", Group.SPOT, NodeState.READY, 900, 3),
+             Node("on_demand-1", Group.ON_DEMAND, NodeState.READY, 900, 6))
+    obs = observe(nodes, covered=3600, waiting_in=0, running_in=15, concurrency=64)
+    decision = run(obs, config("adaptive", scale_in_step=2), state(4))
+    assert decision.drain == ("on_demand-1", "spot-2") and decision.total == 2
+
+
+def test_adaptive_takes_out_no_more_than_one_node_without_a_measured_concurrency():
+    obs = observe(ready(5), covered=3600, waiting_in=0, running_in=0, concurrency=None)
+    assert run(obs, config("adaptive", scale_in_step=4), state(5)).total == 4
+
+
+def test_the_defaults_plan_two_requests_per_slot_ahead_and_half_a_node_now():
+    # Defaults: 8 ready nodes of 32 slots, flat arrivals. 15 running need 8 nodes at 2 a node
+    # (6.25 % of 32) ahead; at 16 running a ninth is bought before a queue forms.
+    cfg = validate({"fleet": {"min_size": 1, "desired": 1, "max_size": 20}}, "test")
+    assert (cfg.autoscaling.slo_utilisation, cfg.autoscaling.target_utilisation,
+            cfg.autoscaling.scale_in_step) == (0.0625, 0.5, 4)
+    settings = PolicySettings.of(cfg)
+
+    def decide_for(running: float) -> Decision:
+        obs = Observations(now=NOW, nodes=ready(8, running / 8), waiting=0.0, running=running,
+                           windows=Windows(3600, 0, 0, 0, running, running,
+                                           arrivals_rps_in=3.0),
+                           node_concurrency=32, arrivals_rps=3.0)
+        return decide(obs, settings, state(8))
+
+    assert decide_for(15.0).total == 8
+    assert decide_for(17.0).total == 9
+    # Falling fast (x0 ahead): what runs now at 50 % of 32, 4 nodes out at most.
+    obs = Observations(now=NOW, nodes=ready(8, 2), waiting=0.0, running=16.0,
+                       windows=Windows(3600, 0, 0, 0, 80, 16, arrivals_rps_in=10.0),
+                       node_concurrency=32, arrivals_rps=3.0)
+    assert decide(obs, settings, state(8)).total == 4
+
+
+@pytest.mark.parametrize("value", [0, -1, 1001, 1.5])
+def test_a_bad_scale_in_step_is_refused_with_one_line(value):
+    with pytest.raises(ConfigError, match=r"autoscaling\.scale_in_step: got"):
+        config("adaptive", scale_in_step=value)

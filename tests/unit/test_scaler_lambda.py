@@ -75,11 +75,11 @@ def test_a_queue_for_a_minute_sizes_the_spot_group_for_the_backlog(aws):
 
     record = aws.run()
 
-    # (16 running + 40 waiting) / (8 per node at 80 %) = 8.75: 9 nodes, 7 more.
-    assert aws.desired() == (9, 0)
+    # (16 running + 40 waiting) / (8 per node at 50 %) = 14 nodes, 12 more: max_step's 8.
+    assert aws.desired() == (10, 0)
     assert record["outcome"] == "changed"
-    assert record["changes"] == {"spot": {"before": 2, "after": 9}}
-    assert "+7" in record["reason"]
+    assert record["changes"] == {"spot": {"before": 2, "after": 10}}
+    assert "+8" in record["reason"]
     assert aws.remembered()["last_scale_out_at"] == aws.now
 
 
@@ -105,24 +105,19 @@ def test_another_stacks_metrics_are_no_data_for_this_one(aws):
     assert aws.desired() == (3, 0) and "no scale-in on missing data" in record["reason"]
 
 
-def test_a_quiet_window_removes_one_node_then_the_cooldown_holds(aws):
+def test_a_quiet_window_removes_the_idle_nodes_down_to_the_minimum(aws):
     aws.spot_group(desired=3, max_size=12)
     aws.on_demand_group(desired=0)
     aws.publish(900, FleetSample(waiting=0, running=0, ready_capacity=3, unit_concurrency=8))
 
+    # Nothing runs: both nodes above fleet.min_size go in one decision (scale_in_step 4).
     first = aws.run()
-    assert aws.desired() == (2, 0) and first["changes"] == {"spot": {"before": 3, "after": 2}}
+    assert aws.desired() == (1, 0) and first["changes"] == {"spot": {"before": 3, "after": 1}}
     assert aws.remembered()["last_scale_in_at"] == aws.now
-
-    # A minute later nothing has changed in the load: still quiet, one more goes.
-    aws.publish(60, FleetSample(waiting=0, running=0, ready_capacity=2, unit_concurrency=8),
-                until=aws.now + 60)
-    aws.run(at=aws.now + 60)
-    assert aws.desired() == (1, 0)
-    # Never below fleet.min_size.
+    # A minute later, still quiet: never below fleet.min_size.
     aws.publish(60, FleetSample(waiting=0, running=0, ready_capacity=1, unit_concurrency=8),
-                until=aws.now + 120)
-    last = aws.run(at=aws.now + 120)
+                until=aws.now + 60)
+    last = aws.run(at=aws.now + 60)
     assert aws.desired() == (1, 0) and "at the minimum 1" in last["reason"]
 
 

@@ -146,14 +146,21 @@ def test_adaptive_adds_nodes_during_the_surge_and_removes_them_after():
 def test_on_a_steady_ramp_adaptive_buys_ahead_of_the_trend_and_keeps_batches_small():
     # 1 -> 10 requests/s over an hour, then 20 minutes held: each new node serves 7 minutes
     # after it is asked for. Planning the load now at 80 % (no trend, no headroom) is late
-    # all the way up and runs full batches.
+    # all the way up and runs full batches; the trend with half a node of headroom is both
+    # better and cheaper; the defaults' smaller batches are better still.
     rows = [(i * 60.0, 1.0 + 9.0 * i / 60) for i in range(61)]
     ramp = Trace("ramp", (*rows, (80 * 60.0, 0.0)))
-    ours = simulate(fleet("adaptive"), ramp, CALM)
-    late = simulate(fleet("adaptive", autoscaling={
-        "policy": "adaptive", "slo_utilisation": 0.8, "scale_out_lead_s": 0}), ramp, CALM)
-    assert ours.slo_attainment > late.slo_attainment + 0.1
-    assert ours.cost_usd <= late.cost_usd
+
+    def adaptive(**scaling):
+        return simulate(fleet("adaptive", autoscaling={"policy": "adaptive", **scaling}),
+                        ramp, CALM)
+
+    late = adaptive(target_utilisation=0.8, slo_utilisation=0.8, scale_out_lead_s=0)
+    ahead = adaptive(target_utilisation=0.8, slo_utilisation=0.5)
+    ours = adaptive()
+    assert ahead.slo_attainment > late.slo_attainment + 0.1
+    assert ahead.cost_usd <= late.cost_usd
+    assert ours.slo_attainment > ahead.slo_attainment
     assert any("ahead" in event.reason for event in ours.scale_log)
 
 
@@ -250,6 +257,25 @@ def test_windows_take_the_minimum_queue_per_ready_node_and_the_maximum_fleet_que
     assert windows.running_min_out == 42.0
     assert history.node_concurrency == 32.0  # the full node's running count
     assert history.arrivals_rps(20.0) == 10.0
+
+
+def test_node_concurrency_is_the_engines_max_num_seqs_until_a_queue_measures_it():
+    history = History(fleet("adaptive").autoscaling, node_concurrency=32.0)
+    history.scrape(0, [_Node(NodeState.READY, 0, 3)], arrived=0)
+    assert history.observations(0.0, []).node_concurrency == 32.0  # no queue yet
+    history.scrape(5, [_Node(NodeState.READY, 4, 24)], arrived=10)
+    assert history.observations(5.0, []).node_concurrency == 24.0  # measured
+    assert History(fleet("adaptive").autoscaling).node_concurrency is None
+
+
+def test_adaptive_sizes_a_rising_morning_before_any_queue_has_formed():
+    # 0.5 -> 3 requests/s over an hour: with the preset's max_num_seqs for a node's
+    # concurrency the trend buys nodes before one node reaches its knee.
+    rows = [(i * 60.0, 0.5 + 2.5 * i / 60) for i in range(60)]
+    result = simulate(fleet("adaptive"), Trace("morning", (*rows, (3600.0, 0.0))), CALM)
+    first = result.scale_log[0]
+    assert "running for" in first.reason and "queue" not in first.reason
+    assert result.ttft_attainment == 1.0
 
 
 def test_windows_give_the_arrival_rate_over_the_scale_in_window_for_the_trend():

@@ -13,8 +13,9 @@ Policies, chosen by `autoscaling.policy`:
 - `adaptive`: sizes for the backlog in one step (at the nodes' measured concurrency), counts
   booting nodes as capacity on the way, reacts to a big surge after the short panic window,
   scales out on utilisation before a queue forms, wakes a fleet at zero when requests
-  arrive, and scales in one ready node at a time (the least busy, which drains first) after
-  the cooldown, only when the window's peak load fits in one node fewer. Every size it
+  arrive, and scales in after the cooldown, only when the window's peak load fits in fewer
+  nodes: as many ready nodes as the plan leaves idle, at most `scale_in_step` a decision (the
+  least busy, which drain first). Every size it
   plans covers the requests on the fleet now at `target_utilisation`, and, when the source
   measures the arrival trend, the same scaled by that trend over the time a new node takes
   to serve (`scale_out_lead_s`) at `slo_utilisation`: a rising day buys nodes before the
@@ -116,6 +117,7 @@ class PolicySettings:
     spot: bool
     on_demand_min: int  # the on-demand fallback group's bounds
     on_demand_max: int
+    scale_in_step: int = 1  # adaptive: nodes one decision may take out
 
     @classmethod
     def of(cls, config: FleetConfig) -> PolicySettings:
@@ -126,7 +128,7 @@ class PolicySettings:
             panic_after_s=a.panic_after_s, panic_factor=a.panic_factor,
             target_utilisation=a.target_utilisation, slo_utilisation=a.slo_utilisation,
             scale_out_lead_s=a.scale_out_lead_s, cooldown_s=a.cooldown_s,
-            max_step=a.max_step, spot_grace_s=a.spot_grace_s,
+            max_step=a.max_step, scale_in_step=a.scale_in_step, spot_grace_s=a.spot_grace_s,
             min_size=config.fleet.min_size, max_size=config.fleet.max_size,
             spot=config.fleet.spot, on_demand_min=config.on_demand.min_size,
             on_demand_max=config.on_demand.max_size,
@@ -271,12 +273,17 @@ def _adaptive(obs: Observations, s: PolicySettings, state: ScalerState,
             plan.nodes(w.running_max_in, now=obs.running) > serving - 1):
         return _Change(current, f"no queue, but {w.running_max_in:g} running{plan.text()} "
                                 f"would not fit in {serving - 1} nodes")
-    # The least busy node: it drains (finishes what it runs) before it goes, and an edge
-    # that spreads requests evenly seldom leaves a node idle. On-demand first: it costs more.
-    victim = min(ready, key=lambda n: (n.group is not Group.ON_DEMAND, n.running,
-                                       -n.since_s)).name
-    return _Change(current - 1, f"no queue for {s.scale_in_after_s:g} s: -1 ({victim})",
-                   (victim,))
+    # As many as the plan leaves idle, at most scale_in_step: the least busy nodes drain
+    # (finish what they run) before they go, and an edge that spreads requests evenly seldom
+    # leaves a node idle. On-demand first: it costs more.
+    take = 1
+    if obs.node_concurrency and w.running_max_in is not None:
+        spare = serving - plan.nodes(w.running_max_in, now=obs.running)
+        take = max(1, min(spare, s.scale_in_step, current - low, len(ready)))
+    victims = tuple(n.name for n in sorted(
+        ready, key=lambda n: (n.group is not Group.ON_DEMAND, n.running, -n.since_s))[:take])
+    return _Change(current - take, f"no queue for {s.scale_in_after_s:g} s: -{take} "
+                                   f"({', '.join(victims)})", victims)
 
 
 def _place(obs: Observations, s: PolicySettings, state: ScalerState,

@@ -33,17 +33,19 @@ class Autoscaling(Strict):
         description="adaptive: a queue of panic_factor x threshold this long sizes for the "
                     "backlog at once, without waiting for scale_out_after_s")
     panic_factor: float = Field(2.0, ge=1, le=100)
+    # A T4 at 80 % of its slots is at its knee: every prompt it admits is prefilled in the
+    # step its whole batch shares, so the requests on it run longer and the next ones queue.
     target_utilisation: float = Field(
-        0.8, gt=0, le=1,
+        0.5, gt=0, le=1,
         description="adaptive: the share of a node's measured concurrency to plan for the "
                     "requests on the fleet now")
     # A node runs every sequence in its batch one token per step, and each sequence in the
-    # batch slows the step: on a full T4 a long answer no longer ends within 30 s. Planning
-    # the load that will be there once a new node serves at a lower share keeps batches
-    # smaller. 0.5: on the bench (docs/autoscaling.md) surge stays below the seed's cost and
-    # spiky keeps its SLO; lower buys diurnal's long answers at a steep price.
+    # batch, and each prompt it admits, slows the step: the fuller a T4, the more long answers
+    # miss 30 s. 0.0625 (2 of a T4's 32 slots): on the bench (docs/autoscaling.md) diurnal
+    # meets fixed:max's SLO within its spread over the seeds for 70 % of its cost, while
+    # scale_in_step keeps surge below the seed's cost.
     slo_utilisation: float = Field(
-        0.5, gt=0, le=1,
+        0.0625, gt=0, le=1,
         description="adaptive: the share of a node's measured concurrency to plan for the "
                     "load expected scale_out_lead_s from now (the arrival trend)")
     scale_out_lead_s: float = Field(
@@ -53,6 +55,12 @@ class Autoscaling(Strict):
     cooldown_s: float = Field(
         300.0, ge=0, le=86_400, description="no scale-in this long after a scale-out")
     max_step: int = Field(8, ge=1, le=1000, description="nodes one decision may add")
+    # Several nodes a decision once a surge decays; more than 4 a minute undershoots on the
+    # bench's surge (a queue comes back, and a new node serves 7 minutes later).
+    scale_in_step: int = Field(
+        4, ge=1, le=1000,
+        description="adaptive: ready nodes one decision may take out, when the plan leaves "
+                    "them idle")
     # Longer than a spot node's usual cold start (boot, image pull, model load: about 7 minutes
     # uncached), or every scale-out also starts on-demand stand-ins it hands back minutes later.
     spot_grace_s: float = Field(

@@ -26,14 +26,17 @@ from llmfleet.local.simulator.fleet import SimNode
 
 
 class History:
-    def __init__(self, scaling: Autoscaling, started_at: float = 0.0) -> None:
+    def __init__(self, scaling: Autoscaling, started_at: float = 0.0,
+                 node_concurrency: float | None = None) -> None:
         self._scaling = scaling
         self._started_at = started_at
         self._keep_s = max(scaling.scale_out_after_s, scaling.panic_after_s,
                            scaling.scale_in_after_s)
         # (t, waiting per ready node, waiting, running, requests arrived so far)
         self._samples: deque[tuple[float, float, float, float, int]] = deque()
-        self.node_concurrency: float | None = None
+        # What the engines are configured to run at once (vLLM's max_num_seqs) until a queue
+        # has measured it.
+        self.node_concurrency: float | None = node_concurrency
 
     def scrape(self, now: float, nodes: Iterable[SimNode], arrived: int) -> None:
         waiting = running = ready = 0

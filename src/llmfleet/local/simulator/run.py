@@ -54,7 +54,8 @@ class _Simulation:
         self.fleet = Fleet(self.env, config, self.preset, settings, self.outcomes.done,
                            self.outcomes.gave_up, self._hand_back)
         self.edge = Edge(self.fleet.ready, lambda: self.env.now, self.outcomes.fail)
-        self.history = History(config.autoscaling)
+        self.history = History(config.autoscaling,
+                               node_concurrency=float(self.preset.max_num_seqs))
         self.policy = PolicySettings.of(config)
         self.state = self._start_fleet()
         self.scale_log: list[ScaleEvent] = []
