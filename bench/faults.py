@@ -10,14 +10,14 @@ succeeds again (to the start of the last failed one), for a hung backend the sec
 receives no new request, and whether API keys and rate-limit counters survived.
 
 Faults: kill -9 of a backend, of the gateway, of Redis, of an nginx worker and of Prometheus;
-SIGSTOP of a backend (a hang) for HANG_S; a backend answering 503 for HANG_S; a backend whose
-/health fails for HANG_S while it still serves. Each row also states what is expected, and
-whether it held.
+SIGSTOP of a backend (a hang) for hang_s; a backend answering 503 for hold_s; a backend whose
+/health fails for hold_s while it still serves. Each row also states what is expected, and
+whether it held, and counts the upstream errors nginx logged meanwhile (its error log).
 
-    .venv/bin/python bench/faults.py [--short] [--json] [--only NAME ...]
+    .venv/bin/python bench/faults.py [--short] [--json] [--only NAME ...] [--keep-logs DIR]
 
 --short (what tests/integration/test_fault_matrix.py runs): shorter windows and hang, the
-same faults.
+same faults. --keep-logs DIR keeps the sandbox's logs, nginx's error log among them.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import signal
 import statistics
 import sys
@@ -61,14 +63,19 @@ TIERS = {
 class Timing:
     before_s: float  # load before the fault
     after_s: float  # load after it
-    hold_s: float  # how long a hang or a 503 lasts
+    hold_s: float  # how long a 503 or a failing /health lasts
+    hang_s: float  # how long a backend stays stopped (SIGSTOP)
     sync_s: float  # the sync agent's pass (its active health check)
 
 
 # The long form keeps the default sync interval (edge.sync_interval_s, 10 s): a hang is found
 # by the active health check as it is by default.
-LONG = Timing(before_s=5, after_s=30, hold_s=20, sync_s=10)
-SHORT = Timing(before_s=2, after_s=9, hold_s=6, sync_s=1)
+LONG = Timing(before_s=5, after_s=30, hold_s=20, hang_s=20, sync_s=10)
+# The short hang outlasts the model servers' idle timeout (5 s), so the backend resets, as it
+# resumes, the keep-alive connections nginx sent requests on meanwhile, and the 10 s retry
+# window the edge once had, in which those requests failed (502).
+SHORT = Timing(before_s=2, after_s=9, hold_s=6, hang_s=12, sync_s=1)
+AFTER_LONG_FAULT_S = 3.0  # load after a fault that outlasts after_s
 RACE_S = 0.1  # a connection closed under a request this fast was idle, not refused
 STALLED_S = 1.0  # a request this slow waited on something (at time_scale 0.1 they take ~0.1 s)
 
@@ -104,6 +111,9 @@ class Row:
     keys_kept: bool | None = None
     counter_kept: bool | None = None
     errors: dict[str, int] = field(default_factory=dict)
+    # What nginx logged as upstream errors during the row (its error log), by message: e.g.
+    # connections a resumed backend reset; a request still answered if nginx retried it.
+    upstream_errors: dict[str, int] = field(default_factory=dict)
     # The first failures: kind, seconds from the fault to its start and to its end, error.
     failures: list[tuple[str, float, float, str]] = field(default_factory=list)
     held: bool = False
@@ -179,6 +189,7 @@ class Fault:
     inject: Callable[[dict[str, Any], Timing], Awaitable[None]]
     check: Callable[[Row, Timing], bool]
     hung_backend: bool = False
+    lasts: Callable[[Timing], float] = lambda timing: timing.hold_s
 
 
 def pid_of(box: dict[str, Any], name: str) -> int:
@@ -206,7 +217,7 @@ async def hang_backend(box: dict[str, Any], timing: Timing) -> None:
     pid = pid_of(box, "backend-1")
     os.kill(pid, signal.SIGSTOP)
     try:
-        await asyncio.sleep(timing.hold_s)
+        await asyncio.sleep(timing.hang_s)
     finally:
         os.kill(pid, signal.SIGCONT)
 
@@ -247,7 +258,7 @@ FAULTS = [
           "nothing fails but reload races", hang_backend,
           lambda r, t: r.failed == r.reload_races <= 2
           and (r.last_to_hung_s or 0) <= t.sync_s + HEALTH_TIMEOUT_S + 1.0,
-          hung_backend=True),
+          hung_backend=True, lasts=lambda timing: timing.hang_s),
     Fault("backend answers 503", "nothing fails (the edge retries on the other backend) but "
           "reload races", backend_fault("unavailable"),
           lambda r, t: r.failed == r.reload_races <= 2 and r.streams_cut == 0),
@@ -269,6 +280,8 @@ async def run_fault(box: dict[str, Any], fault: Fault, timing: Timing, load_key:
     state_dir = Path(box["state_dir"])
     keys_before = len(key_store(state_dir).list())
     counter_before = remaining(box, counter_key)
+    error_log = state_dir / "nginx" / "error.log"
+    logged = error_log.stat().st_size if error_log.exists() else 0
     load = Load(box["endpoint"], load_key, model)
     runner = asyncio.create_task(load.run())
     await asyncio.sleep(timing.before_s)
@@ -276,6 +289,9 @@ async def run_fault(box: dict[str, Any], fault: Fault, timing: Timing, load_key:
     hung_upstream = box["backends"][0]["url"].removeprefix("http://")
     injecting = asyncio.create_task(fault.inject(box, timing))
     await asyncio.sleep(timing.after_s)
+    if not injecting.done():  # a fault longer than the window: the load goes on after it
+        await injecting
+        await asyncio.sleep(AFTER_LONG_FAULT_S)
     await injecting
     load.stopping.set()
     await runner
@@ -300,13 +316,31 @@ async def run_fault(box: dict[str, Any], fault: Fault, timing: Timing, load_key:
     if fault.hung_backend:
         # New requests it took while hung (after SIGCONT it may take them again).
         taken = [o.start - fault_at for o in after if hung_upstream in o.upstream
-                 and fault_at <= o.start < fault_at + timing.hold_s]
+                 and fault_at <= o.start < fault_at + fault.lasts(timing)]
         row.last_to_hung_s = max(taken, default=0.0)
+    row.upstream_errors = upstream_errors(error_log, logged)
     whole_again(box)
     row.keys_kept = len(key_store(state_dir).list()) == keys_before
     row.counter_kept = remaining(box, counter_key) == counter_before - 1
     row.held = fault.check(row, timing)
     return row
+
+
+UPSTREAM_ERROR = re.compile(r"\[error\] \d+#\d+: \*\d+ (.+?), client: .*? upstream: ")
+
+
+def upstream_errors(error_log: Path, offset: int) -> dict[str, int]:
+    """nginx's upstream errors logged past `offset`, by message ("recv() failed (104:
+    Connection reset by peer) while reading response header from upstream", ...)."""
+    if not error_log.exists():
+        return {}
+    with error_log.open("rb") as log:
+        log.seek(offset)
+        text = log.read().decode(errors="replace")
+    counts: dict[str, int] = {}
+    for match in UPSTREAM_ERROR.finditer(text):
+        counts[match.group(1)] = counts.get(match.group(1), 0) + 1
+    return counts
 
 
 def _reload_race(outcome: Outcome) -> bool:
@@ -343,7 +377,7 @@ def whole_again(box: dict[str, Any], timeout_s: float = 60) -> None:
         raise RuntimeError("the sandbox did not recover; see its logs in " + str(state_dir))
 
 
-async def matrix(timing: Timing, only: list[str]) -> list[Row]:
+async def matrix(timing: Timing, only: list[str], keep_logs: Path | None = None) -> list[Row]:
     config = validate({
         "rate_limits": {"tiers": TIERS, "redis_retry_s": 0.5},
         "edge": {"sync_interval_s": timing.sync_s},
@@ -371,6 +405,11 @@ async def matrix(timing: Timing, only: list[str]) -> list[Row]:
                 rows.append(await run_fault(box, fault, timing, load_key, counter_key, model))
         finally:
             down(state_dir)
+            if keep_logs:
+                for log in state_dir.rglob("*.log"):
+                    kept = keep_logs / log.relative_to(state_dir)
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(log, kept)
     return rows
 
 
@@ -398,14 +437,19 @@ def main() -> int:
     parser.add_argument("--short", action="store_true", help="short windows (the test's)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--only", nargs="*", default=[], help="fault names to run")
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR",
+                        help="copy the sandbox's logs (nginx's error log among them) here")
     args = parser.parse_args()
     timing = SHORT if args.short else LONG
-    rows = asyncio.run(matrix(timing, args.only))
+    rows = asyncio.run(matrix(timing, args.only, args.keep_logs))
     if args.json:
         print(json.dumps({"timing": asdict(timing), "rows": [asdict(r) for r in rows]},
                          indent=2))
     else:
         print(table(rows))
+        for r in rows:
+            for message, count in sorted(r.upstream_errors.items()):
+                print(f"{r.fault}: nginx logged {count} x {message}")
         medians = statistics.median(r.requests for r in rows) if rows else 0
         print(f"\n{len(rows)} faults, about {medians:.0f} requests each; timing {timing}")
     return 0 if all(r.held for r in rows) else 1

@@ -89,6 +89,17 @@ def test_failed_requests_move_on_a_bounded_number_of_times(tmp_path):
     assert "proxy_next_upstream_timeout 7500ms;" in text
 
 
+def test_by_default_a_request_moves_on_after_a_long_wait_but_never_after_a_read_timeout(
+        tmp_path):
+    """A model server frozen for tens of seconds resets, when it resumes, the requests sent
+    to it meanwhile; they must still move on. A read timeout must not (it would double)."""
+    location = re.search(r"location /v1/ \{(.*?)\n        \}", render_checked(tmp_path, {}, THREE),
+                         re.S).group(1)
+    window = int(re.search(r"proxy_next_upstream_timeout (\d+)s;", location).group(1))
+    read = int(re.search(r"proxy_read_timeout (\d+)s;", location).group(1))
+    assert 30 <= window < read
+
+
 def test_round_robin_drops_least_conn(tmp_path):
     text = render_checked(tmp_path, {"load_balancing": {"strategy": "round_robin"}}, THREE)
     assert "least_conn" not in upstream_block(text)

@@ -124,7 +124,10 @@ class LoadBalancing(Strict):
     max_fails: int = Field(3, ge=0, le=100)
     fail_timeout_s: float = Field(30.0, gt=0, le=3600)
     next_upstream_tries: int = Field(2, ge=1, le=10)
-    next_upstream_timeout_s: float = Field(10.0, gt=0, le=600)
+    # Long enough that a request sent to a node that then froze for up to a minute moves on
+    # when the node resumes and resets it; below read_timeout_s, so a read timeout is never
+    # retried (the tries bound a fleet-wide failure).
+    next_upstream_timeout_s: float = Field(60.0, gt=0, le=600)
     max_body_size: NginxSize = "1m"
     # Overload by design: past this many requests on every node (running and queued in vLLM),
     # the edge answers at once "busy, retry after N s" instead of queueing without end.
