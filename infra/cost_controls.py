@@ -7,9 +7,11 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-from common import STACK_TAG
+from common import STACK_TAG, Account, policy_document
+from lambdas import packaged_function
 
 from llmfleet.config import FleetConfig
+from llmfleet.observability import budget_slack
 
 STOP_ACTION = "llmfleet-off-hours-stop"
 START_ACTION = "llmfleet-off-hours-start"
@@ -35,7 +37,11 @@ class CostControls(pulumi.ComponentResource):
     - budget: an AWS Budget of `budget.monthly_usd` a month over the costs tagged
       `llmfleet:stack=<stack>` (the tag must be activated as a cost-allocation tag, once per
       account: docs/deploy.md), e-mailing `budget.emails` when actual spend passes each of
-      `budget.thresholds_percent`, and when the month's forecast passes 100 %.
+      `budget.thresholds_percent`, and when the month's forecast passes 100 %. With
+      `budget.slack`, the same notifications also go to an SNS topic of the stack's, which
+      only AWS Budgets of this account may publish to, and a Lambda subscribed to it posts each
+      to the Slack webhook in `monitor.slack_webhook_parameter` (that parameter only, read at
+      its first message).
 
     Outputs: `budget_name` (None without a budget).
     """
@@ -68,6 +74,9 @@ class CostControls(pulumi.ComponentResource):
                     desired_capacity=low, opts=child)
 
         budget = None
+        topic_arns: list[pulumi.Output[str]] = []
+        if config.budget.monthly_usd is not None and config.budget.slack:
+            topic_arns.append(self._slack(name, config, args))
         if config.budget.monthly_usd is not None:
             budget = aws.budgets.Budget(
                 f"{name}-budget",
@@ -79,7 +88,7 @@ class CostControls(pulumi.ComponentResource):
                 # A user-defined cost-allocation tag reads "user:<key>$<value>" here.
                 cost_filters=[{"name": "TagKeyValue",
                                "values": [f"user:{STACK_TAG}${args.stack}"]}],
-                notifications=budget_notifications(config),
+                notifications=budget_notifications(config, topic_arns),
                 tags=args.tags,
                 opts=child,
             )
@@ -87,12 +96,65 @@ class CostControls(pulumi.ComponentResource):
         self.register_outputs({"budget_name": self.budget_name})
 
 
-def budget_notifications(config: FleetConfig) -> list[dict[str, Any]]:
-    """One notification per threshold on actual spend, and one on the forecast at 100 %."""
+    def _slack(self, name: str, config: FleetConfig, args: CostControlsArgs
+               ) -> pulumi.Output[str]:
+        child = pulumi.ResourceOptions(parent=self)
+        account = Account.current(self)
+        topic = aws.sns.Topic(f"{name}-budget-topic", tags=args.tags, opts=child)
+        aws.sns.TopicPolicy(
+            f"{name}-budget-topic",
+            arn=topic.arn,
+            policy=pulumi.Output.all(topic.arn, account.account_id).apply(
+                lambda parts: policy_document({
+                    "Sid": "ThisAccountsBudgetsOnly",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "budgets.amazonaws.com"},
+                    "Action": "SNS:Publish",
+                    "Resource": parts[0],
+                    "Condition": {"StringEquals": {"aws:SourceAccount": parts[1]}},
+                })),
+            opts=child,
+        )
+        parameter = config.monitor.slack_webhook_parameter
+        assert parameter is not None  # FleetConfig refuses budget.slack without it
+        poster = packaged_function(
+            f"{name}-budget-slack",
+            parent=self,
+            handler="llmfleet.observability.budget_slack.handler",
+            description=f"llmfleet: {args.stack}'s budget notifications to Slack",
+            environment={budget_slack.PARAMETER_VARIABLE: parameter,
+                         budget_slack.STACK_VARIABLE: args.stack},
+            statements=lambda account: pulumi.Output.all(
+                account.partition, account.region, account.account_id).apply(
+                lambda parts: [{
+                    "Sid": "ReadTheSlackWebhook",
+                    "Effect": "Allow",
+                    "Action": "ssm:GetParameter",
+                    "Resource": "arn:{}:ssm:{}:{}:parameter".format(*parts) + parameter,
+                }]),
+            log_retention_days=30,
+            timeout_s=30,
+            tags=args.tags,
+        )
+        aws.lambda_.Permission(
+            f"{name}-budget-slack", action="lambda:InvokeFunction",
+            function=poster.function.name, principal="sns.amazonaws.com",
+            source_arn=topic.arn, opts=child)
+        aws.sns.TopicSubscription(
+            f"{name}-budget-slack", topic=topic.arn, protocol="lambda",
+            endpoint=poster.function.arn, opts=child)
+        return topic.arn
+
+
+def budget_notifications(config: FleetConfig, topic_arns: list[pulumi.Output[str]] | None = None
+                         ) -> list[dict[str, Any]]:
+    """One notification per threshold on actual spend, and one on the forecast at 100 %, to
+    the budget's e-mails and (with `budget.slack`) the stack's budget topic."""
     b = config.budget
     wanted = [("ACTUAL", p) for p in b.thresholds_percent]
     if b.forecast:
         wanted.append(("FORECASTED", 100))
     return [{"comparison_operator": "GREATER_THAN", "notification_type": kind,
              "threshold": float(percent), "threshold_type": "PERCENTAGE",
-             "subscriber_email_addresses": list(b.emails)} for kind, percent in wanted]
+             "subscriber_email_addresses": list(b.emails),
+             "subscriber_sns_topic_arns": list(topic_arns or [])} for kind, percent in wanted]

@@ -4,8 +4,9 @@ and a budget on the stack's cost-allocation tag that e-mails its thresholds."""
 from __future__ import annotations
 
 import pytest
-from infra_helpers import GROUP
+from infra_helpers import ACCOUNT_ID, GROUP, REGION, ROLE_POLICY, stack_config, statements
 from infra_helpers import stack_config_env as config_of
+from parliament import analyze_policy_string
 
 SCHEDULE = "aws:autoscaling/schedule:Schedule"
 BUDGET = "aws:budgets/budget:Budget"
@@ -54,6 +55,7 @@ def test_the_budget_watches_this_stacks_tag_and_mails_each_threshold(program, mo
                      ("FORECASTED", 100.0)}
     for notification in budget["notifications"]:
         assert notification["subscriberEmailAddresses"] == ["it-ops@university.example"]
+        assert notification["subscriberSnsTopicArns"] == []  # no Slack asked for
         assert (notification["comparisonOperator"], notification["thresholdType"]) == (
             "GREATER_THAN", "PERCENTAGE")
     assert exports["budget_name"] == mocks.outputs[BUDGET, "university-prod-cost-budget"]["name"]
@@ -66,6 +68,7 @@ def test_the_budget_watches_this_stacks_tag_and_mails_each_threshold(program, mo
     ({"off_hours": {"time_zone": "PKT", "stop": "0 22 * * *", "start": "0 7 * * *"}},
      "unknown time zone"),
     ({"budget": {"monthly_usd": 100}}, "needs at least one address"),
+    ({"budget": {"monthly_usd": 100, "slack": True}}, "monitor.slack_webhook_parameter"),
     ({"budget": {"monthly_usd": 100, "emails": ["ops"]}}, "not e-mail addresses"),
 ])
 def test_bad_cost_settings_stop_the_run_before_anything_is_made(program, mocks, settings,
@@ -73,3 +76,47 @@ def test_bad_cost_settings_stop_the_run_before_anything_is_made(program, mocks, 
     with pytest.raises(Exception, match=problem):
         program.run(config_of("example", **settings), stack="example")
     assert mocks.of_type(SCHEDULE) == [] and mocks.of_type(BUDGET) == []
+
+
+WEBHOOK = "/llmfleet/university-prod/slack-webhook"
+
+
+def test_with_slack_every_notification_also_goes_to_a_topic_only_budgets_may_publish_to(
+        program, mocks):
+    raw = stack_config("university-prod")
+    env = config_of("university-prod",
+                    budget={**raw["llmfleet:budget"], "emails": [], "slack": True},
+                    monitor={**(raw.get("llmfleet:monitor") or {}),
+                             "slack_webhook_parameter": WEBHOOK})
+    program.run(env, stack="university-prod")
+
+    topic_arn = mocks.outputs["aws:sns/topic:Topic", "university-prod-cost-budget-topic"]["arn"]
+    budget = mocks.one(BUDGET, "university-prod-cost-budget")
+    assert len(budget["notifications"]) == 4
+    for notification in budget["notifications"]:
+        assert notification["subscriberSnsTopicArns"] == [topic_arn]
+        assert notification["subscriberEmailAddresses"] == []
+    [publish] = statements(mocks.one("aws:sns/topicPolicy:TopicPolicy",
+                                     "university-prod-cost-budget-topic")["policy"])
+    assert publish["Principal"] == {"Service": "budgets.amazonaws.com"}
+    assert (publish["Action"], publish["Resource"]) == ("SNS:Publish", topic_arn)
+    assert publish["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}
+
+    # The poster: subscribed to that topic, invocable by SNS from it only, reading the one
+    # webhook parameter and writing its own logs.
+    function = mocks.one("aws:lambda/function:Function", "university-prod-cost-budget-slack")
+    assert function["handler"] == "llmfleet.observability.budget_slack.handler"
+    assert function["environment"]["variables"] == {
+        "LLMFLEET_SLACK_WEBHOOK_PARAMETER": WEBHOOK, "LLMFLEET_STACK": "university-prod"}
+    function_arn = mocks.outputs["aws:lambda/function:Function",
+                                 "university-prod-cost-budget-slack"]["arn"]
+    subscription = mocks.one("aws:sns/topicSubscription:TopicSubscription",
+                             "university-prod-cost-budget-slack")
+    assert subscription == {"topic": topic_arn, "protocol": "lambda", "endpoint": function_arn}
+    permission = mocks.one("aws:lambda/permission:Permission", "university-prod-cost-budget-slack")
+    assert (permission["principal"], permission["sourceArn"]) == ("sns.amazonaws.com", topic_arn)
+    policy = mocks.one(ROLE_POLICY, "university-prod-cost-budget-slack-policy")["policy"]
+    read, _logs = statements(policy)
+    assert (read["Action"], read["Resource"]) == (
+        "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter{WEBHOOK}")
+    assert analyze_policy_string(policy).findings == []

@@ -73,6 +73,9 @@ class Budget(Strict):
         description="actual spend at these percentages of the budget notifies")
     forecast: bool = Field(True, description="also notify when the month's forecast passes 100 %")
     emails: tuple[str, ...] = Field((), max_length=10, description="who is notified")
+    slack: bool = Field(
+        False, description="also post each notification to the Slack channel of "
+                           "monitor.slack_webhook_parameter (an SNS topic and a small Lambda)")
 
     @field_validator("thresholds_percent")
     @classmethod
@@ -91,7 +94,8 @@ class Budget(Strict):
 
     @model_validator(mode="after")
     def _someone_to_tell(self) -> Self:
-        if self.monthly_usd is not None and not self.emails:
+        if self.monthly_usd is not None and not self.emails and not self.slack:
             raise ValueError("budget.monthly_usd needs at least one address in budget.emails "
-                             "(a budget that notifies nobody keeps no bill in hand)")
+                             "or budget.slack: true (a budget that notifies nobody keeps no "
+                             "bill in hand)")
         return self

@@ -204,6 +204,14 @@ class FleetConfig(Strict):
     sandbox: Sandbox = Sandbox()
 
     @model_validator(mode="after")
+    def _budget_slack_has_a_channel(self) -> Self:
+        if self.budget.slack and self.monitor.slack_webhook_parameter is None:
+            raise ValueError(
+                "budget.slack posts to the Slack webhook in monitor.slack_webhook_parameter, "
+                "which is null; name that SSM parameter or set budget.slack: false")
+        return self
+
+    @model_validator(mode="after")
     def _weights_name_fleet_types(self) -> Self:
         known = {t.type for t in self.fleet.instance_types}
         unknown = sorted(set(self.load_balancing.weights) - known)
