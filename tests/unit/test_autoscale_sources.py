@@ -148,6 +148,20 @@ def test_nodes_take_their_running_count_from_the_source_and_unknown_ones_run_not
     assert (obs.node_concurrency, obs.waiting, obs.arrivals_rps) == (8, 12, 5.5)
 
 
+def test_before_a_queue_has_measured_it_a_node_runs_what_its_engine_is_started_with(
+        prometheus):
+    def concurrency(at: float, starting: float | None) -> float | None:
+        source = PrometheusSource(prometheus, SCALING, EVALUATION_S,
+                                  starting_concurrency=starting)
+        return source.read(T0 + at).node_concurrency
+
+    # No queue before 480 s: nothing measured, the backends' max_num_seqs stands for it.
+    assert concurrency(300, None) is None
+    assert concurrency(300, 32.0) == 32
+    # Once a queue has measured it (8), that wins, for the hour the source looks back.
+    assert concurrency(600, 32.0) == 8
+
+
 def test_an_unreachable_prometheus_is_a_source_error():
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(SourceError, match=f"cannot query Prometheus at {url}"):

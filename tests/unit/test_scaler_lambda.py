@@ -224,3 +224,42 @@ def test_the_weighted_units_of_an_instance_are_nodes_of_the_policy():
 def test_settings_survive_the_environment_round_trip():
     policy = replace(settings().policy, fixed_size=None, max_step=3)
     assert PolicySettings.from_json(json.loads(json.dumps(policy.to_json()))) == policy
+
+
+def test_before_any_queue_a_node_runs_what_vllm_is_started_with(aws):
+    aws.spot_group(desired=2, max_size=12)
+    aws.on_demand_group(desired=0)
+    # 40 running on 2 nodes for 3 minutes, no queue yet, so no UnitConcurrency published.
+    aws.publish(180, FleetSample(waiting=0, running=40, ready_capacity=2))
+
+    unknown = aws.run()
+    assert aws.desired() == (2, 0) and unknown["outcome"] == "unchanged"
+
+    # Started with 32 slots a node: 40 running need 40 / (32 at 50 %) = 3 nodes.
+    started = aws.run(replace(settings(), node_concurrency=32.0))
+    assert aws.desired() == (3, 0)
+    assert "40 running for 60 s" in started["reason"] and "+1" in started["reason"]
+
+
+def test_a_measured_concurrency_wins_over_the_started_one(aws):
+    aws.spot_group(desired=2, max_size=12)
+    aws.on_demand_group(desired=0)
+    # A queue showed a node full at 40 (its KV cache, say): 40 running fit in 2 nodes at 50 %.
+    aws.publish(180, FleetSample(waiting=0, running=40, ready_capacity=2, unit_concurrency=40))
+
+    record = aws.run(replace(settings(), node_concurrency=32.0))
+
+    assert aws.desired() == (2, 0) and record["outcome"] == "unchanged"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("32", 32.0), ("12.5", 12.5), ("", None),
+                                                 (None, None)])
+def test_the_started_concurrency_comes_from_the_environment_when_pulumi_knows_it(value,
+                                                                                 expected):
+    env = {scaler.STACK_ENV: STACK, scaler.SPOT_GROUP_ENV: SPOT_GROUP,
+           scaler.ON_DEMAND_GROUP_ENV: ON_DEMAND_GROUP, scaler.PERIOD_ENV: str(PERIOD_S),
+           scaler.POLICY_ENV: json.dumps(settings().policy.to_json()),
+           scaler.STATE_PARAMETER_ENV: PARAMETER}
+    if value is not None:
+        env[scaler.NODE_CONCURRENCY_ENV] = value
+    assert Settings.from_env(env).node_concurrency == expected

@@ -24,7 +24,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from llmfleet.autoscale.policy import PolicySettings, Windows
-from llmfleet.autoscale.sources import FleetMetrics, SourceError, covered_s
+from llmfleet.autoscale.sources import FleetMetrics, SourceError, covered_s, measured_or
 
 NAMESPACE = "llmfleet"
 DIMENSION = "Stack"
@@ -121,9 +121,12 @@ class CloudWatchSource:
     """A `MetricsSource` reading one stack's published samples with GetMetricData."""
 
     def __init__(self, cloudwatch: Any, stack: str, settings: PolicySettings,
-                 period_s: int) -> None:
+                 period_s: int, starting_concurrency: float | None = None) -> None:
         self.cloudwatch, self.stack, self.settings = cloudwatch, stack, settings
         self.period_s = period_s
+        # What a capacity unit is started to run at once (vLLM's max_num_seqs over the
+        # type's weight), until a queue in the last hour has measured it.
+        self.starting_concurrency = starting_concurrency
         longest = max(settings.scale_out_after_s, settings.panic_after_s,
                       settings.scale_in_after_s)
         # Far enough back to see the sample just before the longest window starts.
@@ -144,7 +147,8 @@ class CloudWatchSource:
             waiting=found[Metric.WAITING].latest(now, gap),
             running=found[Metric.RUNNING].latest(now, gap),
             windows=windows(found, now, self.settings, self.period_s),
-            node_concurrency=max((v for _, v in concurrency.points), default=None),
+            node_concurrency=measured_or(max((v for _, v in concurrency.points), default=None),
+                                         self.starting_concurrency),
             arrivals_rps=_mean(recent) if arrivals.latest(now, gap) is not None else None,
         )
 

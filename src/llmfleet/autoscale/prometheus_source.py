@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmfleet.autoscale.policy import Windows
-from llmfleet.autoscale.sources import FleetMetrics, SourceError, covered_s
+from llmfleet.autoscale.sources import FleetMetrics, SourceError, covered_s, measured_or
 from llmfleet.config import Autoscaling
 from llmfleet.observability.prometheus_api import PrometheusError, query
 from llmfleet.observability.promql import duration
@@ -87,11 +87,14 @@ class PrometheusSource:
     """A `MetricsSource` reading the fleet's recording rules from one Prometheus."""
 
     def __init__(self, url: str, scaling: Autoscaling, evaluation_interval_s: float,
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, starting_concurrency: float | None = None) -> None:
         self.url = url.rstrip("/")
         self.evaluation_interval_s = evaluation_interval_s
         self.queries = queries(scaling, evaluation_interval_s)
         self.timeout_s = timeout_s
+        # What a backend is started to run at once (its max_num_seqs), until a queue in the
+        # last hour has measured it.
+        self.starting_concurrency = starting_concurrency
 
     def read(self, now: float) -> FleetMetrics:
         values = {name: self._query(expr, now) for name, expr in self.queries.instant().items()}
@@ -121,7 +124,7 @@ class PrometheusSource:
             running=one("running"),
             windows=windows,
             running_by_node={node: v for node, v in by_node.items() if v is not None},
-            node_concurrency=one("node_concurrency"),
+            node_concurrency=measured_or(one("node_concurrency"), self.starting_concurrency),
             arrivals_rps=one("arrivals_rps"),
         )
 

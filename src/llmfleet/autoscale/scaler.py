@@ -6,7 +6,9 @@ EventBridge runs it on a schedule. Each run
    their instances carry the draining tag: the policy's nodes, in capacity units;
 2. reads the fleet's load the edge published to CloudWatch (`llmfleet.autoscale.cloudwatch`);
 3. runs `decide` (`llmfleet.autoscale.policy`) with the settings `pulumi up` gave it and the
-   times it last scaled, kept in an SSM parameter (the desired sizes are the groups' own);
+   times it last scaled, kept in an SSM parameter (the desired sizes are the groups' own); a
+   node's concurrency is what a queue measured in the last hour, else what `pulumi up` says
+   vLLM is started to run at once (`NODE_CONCURRENCY_ENV`);
 4. sets a group's desired capacity only where it differs, within the group's bounds;
 5. prints one JSON line: what it saw, what it decided and why, what it changed.
 
@@ -49,6 +51,10 @@ ON_DEMAND_GROUP_ENV = "LLMFLEET_ON_DEMAND_GROUP"
 POLICY_ENV = "LLMFLEET_POLICY"  # PolicySettings as JSON
 PERIOD_ENV = "LLMFLEET_METRIC_PERIOD_S"
 STATE_PARAMETER_ENV = "LLMFLEET_STATE_PARAMETER"
+# Requests a capacity unit is started to run at once (vLLM's --max-num-seqs, else the instance
+# family's preset, over the weight): the policy's node concurrency until a queue measures it.
+# Absent: unknown, measured only.
+NODE_CONCURRENCY_ENV = "LLMFLEET_NODE_CONCURRENCY"
 
 # Auto Scaling's lifecycle states, as the policy counts them. Warm-pool instances are not in a
 # group's instance list; standby and detaching ones count for nothing.
@@ -65,12 +71,15 @@ class Settings:
     policy: PolicySettings
     period_s: int
     state_parameter: str
+    node_concurrency: float | None = None  # NODE_CONCURRENCY_ENV
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
+        concurrency = env.get(NODE_CONCURRENCY_ENV, "").strip()
         return cls(env[STACK_ENV], env[SPOT_GROUP_ENV], env[ON_DEMAND_GROUP_ENV],
                    PolicySettings.from_json(json.loads(env[POLICY_ENV])),
-                   int(env[PERIOD_ENV]), env[STATE_PARAMETER_ENV])
+                   int(env[PERIOD_ENV]), env[STATE_PARAMETER_ENV],
+                   float(concurrency) if concurrency else None)
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ def scale(settings: Settings, *, autoscaling: Any, ec2: Any, cloudwatch: Any, ss
                               "desired": {"spot": spot.desired, "on_demand": on_demand.desired}}
     try:
         metrics = CloudWatchSource(cloudwatch, settings.stack, settings.policy,
-                                   settings.period_s).read(now)
+                                   settings.period_s, settings.node_concurrency).read(now)
     except SourceError as error:
         return {**record, "outcome": "no decision", "reason": str(error)}
     obs = observations(now, nodes, metrics)

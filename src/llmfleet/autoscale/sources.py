@@ -52,6 +52,13 @@ def observations(now: float, nodes: Sequence[Node], metrics: FleetMetrics) -> Ob
                         arrivals_rps=metrics.arrivals_rps)
 
 
+def measured_or(measured: float | None, starting: float | None) -> float | None:
+    """A node's concurrency: as a queue measured it (the running count of a node that has
+    one), else what the engines are started to run at once (vLLM's max_num_seqs, from the
+    config), as the simulator starts it; None when neither is known."""
+    return measured if measured is not None else starting
+
+
 def covered_s(series_times: Iterable[Iterable[float]], now: float, max_gap_s: float) -> float:
     """How far back every one of the series runs without a gap longer than `max_gap_s`, ending
     fresh at `now` (each series given by its sample times; one without samples covers

@@ -2,7 +2,8 @@
 adding and draining backends (`llmfleet up --autoscale` runs it as a process of the sandbox).
 
 Every `autoscaling.interval_s` it reads the fleet's load from Prometheus (the windows as
-PromQL, `llmfleet.autoscale.prometheus_source`), asks `decide` for the fleet's size and acts
+PromQL, `llmfleet.autoscale.prometheus_source`; a backend's concurrency is the backends'
+max_num_seqs until a queue measures it), asks `decide` for the fleet's size and acts
 on it (`llmfleet.local.sandbox.fleet`); in between it moves drains on. Each decision is one
 line in its log and the sandbox's autoscaler report, which `status` and `top` show. Decisions
 rest on nothing remembered but the policy's `ScalerState`; besides it, only the drains under
@@ -39,6 +40,7 @@ from llmfleet.local.sandbox.fleet import SandboxFleet
 from llmfleet.local.sandbox.ports import LOOPBACK
 from llmfleet.local.sandbox.processes import wait_until
 from llmfleet.local.sandbox.run import SandboxError, SandboxState, load_state
+from llmfleet.local.simulator.capacity import sandbox_concurrency
 
 log = logging.getLogger("llmfleet.autoscaler")
 
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SandboxError("the autoscaler reads the queue from Prometheus: the sandbox "
                                "must run with monitoring")
         source = PrometheusSource(f"http://{LOOPBACK}:{state.monitor_ports.prometheus}",
-                                  config.autoscaling, config.alerts.evaluation_interval_s)
+                                  config.autoscaling, config.alerts.evaluation_interval_s,
+                                  starting_concurrency=sandbox_concurrency(config))
         fleet = SandboxFleet(config, args.state_dir.resolve(), log.info)
         scaler = Autoscaler(config, policy, source, fleet, Path(state.autoscaler_file))
     except LlmfleetError as error:

@@ -19,12 +19,7 @@ from llmfleet.local.loadgen.workload import (
     parse_distribution,
 )
 from llmfleet.local.simbackend.presets import Preset, get_preset, preset_names
-
-# The simulated GPU behind each instance family; families without a close preset (L40S,
-# V100, H100) need an explicit `preset` rather than a silently wrong one.
-FAMILY_PRESETS = {"g4dn": "t4", "g5": "a10g", "g6": "l4", "gr6": "l4", "p4d": "a100",
-                  "p4de": "a100"}
-
+from llmfleet.local.simulator.capacity import FAMILY_PRESETS, family_preset
 
 _SECONDS_OR_RATES = ("boot_s", "load_s", "warm_start_s", "spot_interruptions_per_hour",
                      "spot_notice_s", "ttft_slo_s", "e2e_slo_s")
@@ -90,11 +85,13 @@ class SimulationSettings:
         if self.preset is not None:
             return get_preset(self.preset)
         instance_type = config.fleet.instance_types[0].type
-        family = instance_type.split(".", 1)[0]
-        if family not in FAMILY_PRESETS:
+        preset = family_preset(instance_type)
+        if preset is None:
+            # Families without a close preset (L40S, V100, H100) need an explicit one rather
+            # than a silently wrong one.
             raise SimulationError(
                 f"fleet.instance_types[0]: {instance_type} has no simulated GPU; families "
                 f"with one: {', '.join(FAMILY_PRESETS)}; or choose a preset "
                 f"({', '.join(preset_names())})")
-        return get_preset(FAMILY_PRESETS[family])
+        return get_preset(preset)
 
