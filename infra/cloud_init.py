@@ -35,6 +35,11 @@ USER_DATA_LIMIT = 16 * 1024
 LIFECYCLE_SCRIPT = "llmfleet-lifecycle"
 
 
+# In the edge bundle's root, beside pyproject.toml: the exact versions of every runtime
+# dependency (infra/edge.py writes it).
+BUNDLE_CONSTRAINTS = "constraints.txt"
+
+
 def render_gpu_node(config: FleetConfig, *, stack: str, region: str, images: dict[str, str],
                     registry: str | None) -> str:
     """User data that starts vLLM, the DCGM exporter and the node exporter on a GPU node, and
@@ -73,12 +78,15 @@ def render_edge(
     spot_group: str,
     on_demand_group: str,
     redis_volume_id: str,
+    boot_requirement: str,
 ) -> str:
     """User data that takes the Elastic IP, installs llmfleet and runs on the edge: nginx,
     Redis (persistent on its own volume `redis_volume_id`, attached at boot, with a password
     made at first boot), the gateway, the sync agent over the two GPU groups, and the
     exporters the monitor scrapes; with `edge.tls` on, the certificate from SSM before nginx
-    starts (certificate) or from Let's Encrypt once the edge has its address (acme)."""
+    starts (certificate) or from Let's Encrypt once the edge has its address (acme). Python
+    packages come in the versions the bundle's constraints name; `boot_requirement` (boto3,
+    pinned) is what fetches the bundle."""
     place = Placement.for_edge_host(
         config, GroupMembers(region=region, groups=(spot_group, on_demand_group), stack=stack))
     services = edge_services(config, place)
@@ -99,6 +107,8 @@ def render_edge(
         eip_allocation_id=eip_allocation_id,
         bundle_bucket=bundle_bucket,
         bundle_key=bundle_key,
+        boot_requirement=boot_requirement,
+        constraints=BUNDLE_CONSTRAINTS,
         tls=config.edge.tls,
         acme=config.edge.tls.mode is TlsMode.ACME,
         certificate=config.edge.tls.mode is TlsMode.CERTIFICATE,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import tomllib
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
-from cloud_init import render_edge
+from cloud_init import BUNDLE_CONSTRAINTS, render_edge
 from common import (
     ROLE_TAG,
     STACK_TAG,
@@ -25,11 +27,16 @@ from common import (
     primary_interface,
     read_fleet,
 )
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from llmfleet.autoscale.cloudwatch import NAMESPACE
 from llmfleet.config import FleetConfig
 from llmfleet.config.aws import TlsMode
 from llmfleet.paths import repo_root
+
+# What edge_boot.py needs to fetch the bundle: installed first, on its own.
+EDGE_BOOT_REQUIREMENT = "boto3"
 
 BUNDLE_KEY = "llmfleet.zip"
 # The role tag of the edge's Redis volume, which its snapshots find it by.
@@ -128,7 +135,7 @@ class Edge(pulumi.ComponentResource):
         ).apply(lambda values: base64.b64encode(render_edge(
             config, stack=args.stack, region=values[0], eip_allocation_id=values[1],
             bundle_bucket=values[2], bundle_key=values[3], spot_group=values[4],
-            on_demand_group=values[5], redis_volume_id=values[6],
+            on_demand_group=values[5], redis_volume_id=values[6], boot_requirement=boto3_pin(),
         ).encode()).decode())
         edge = config.edge
         template = aws.ec2.LaunchTemplate(
@@ -323,9 +330,54 @@ def _snapshot_policy(partition: str, region: str) -> str:
 
 
 def bundle_archive(root: Path) -> pulumi.AssetArchive:
-    """The llmfleet bundle the edge installs (`bundle_files`), as a zip asset."""
-    return pulumi.AssetArchive({path.relative_to(root).as_posix(): pulumi.FileAsset(str(path))
-                                for path in bundle_files(root)})
+    """The llmfleet bundle the edge installs (`bundle_files`), as a zip asset, with the exact
+    versions its dependencies must have (`BUNDLE_CONSTRAINTS`)."""
+    assets: dict[str, pulumi.Asset] = {
+        path.relative_to(root).as_posix(): pulumi.FileAsset(str(path))
+        for path in bundle_files(root)}
+    assets[BUNDLE_CONSTRAINTS] = pulumi.StringAsset(runtime_constraints())
+    return pulumi.AssetArchive(assets)
+
+
+def runtime_constraints() -> str:
+    """pip constraints pinning llmfleet's runtime dependencies, and theirs, to the versions
+    installed where `pulumi up` runs (where the tests ran): an edge that boots next month
+    installs these, not whatever PyPI offers that day. Extras (dev, infra, plot) stay out; a
+    dependency's own extras (redis[hiredis]) come in."""
+    pinned: dict[str, str] = {}
+    seen: set[tuple[str, str]] = set()
+    # pyproject.toml, not the installed metadata: an editable install keeps the dependency
+    # list of the day it was made.
+    project = tomllib.loads((repo_root() / "pyproject.toml").read_text(encoding="utf-8"))
+    wanted = [Requirement(r) for r in project["project"]["dependencies"]] + [
+        Requirement(EDGE_BOOT_REQUIREMENT)]
+    while wanted:
+        requirement = wanted.pop()
+        if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        name = canonicalize_name(requirement.name)
+        extras = {"", *requirement.extras}
+        if {(name, extra) for extra in extras} <= seen:
+            continue
+        seen |= {(name, extra) for extra in extras}
+        try:
+            pinned[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            raise pulumi.RunError(
+                f"llmfleet's dependency {name} is not installed where `pulumi up` runs; "
+                "run ./scripts/bootstrap first") from None
+        for text in metadata.requires(name) or []:
+            needed = Requirement(text)
+            if needed.marker is None or any(needed.marker.evaluate({"extra": e})
+                                            for e in extras):
+                wanted.append(Requirement(str(needed).split(";")[0]))
+    return "".join(f"{name}=={version}\n" for name, version in sorted(pinned.items()))
+
+
+def boto3_pin() -> str:
+    """boto3 as the edge installs it before it can fetch the bundle (and its constraints)."""
+    return f"{EDGE_BOOT_REQUIREMENT}=={metadata.version(EDGE_BOOT_REQUIREMENT)}"
+
 
 
 def bundle_files(root: Path) -> list[Path]:

@@ -196,7 +196,8 @@ def test_the_edge_renders_what_each_tls_mode_needs_and_passes_cloud_init_schema(
     config = validate({"edge": {"tls": TLS_MODES[mode]}}, "test")
     text = render_edge(config, stack="s", region="eu-west-1", eip_allocation_id="eipalloc-1",
                        bundle_bucket="bucket", bundle_key="llmfleet.zip", spot_group="spot",
-                       on_demand_group="on-demand", redis_volume_id="vol-1")
+                       on_demand_group="on-demand", redis_volume_id="vol-1",
+                       boot_requirement="boto3==1.0.0")
     path = tmp_path / "edge.yaml"
     path.write_text(text)
     checked = _cloud_init_schema(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 
 import yaml
 from infra_helpers import (
@@ -145,3 +146,25 @@ def test_the_bundle_is_private_and_holds_what_pip_install_needs(program, mocks):
     assert {"pyproject.toml", "README.md", "src/llmfleet/edge/sync.py",
             "images/edge/nginx.conf.j2", "images/edge/cloud-init.yaml.j2"} <= names
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
+
+
+def test_the_edge_installs_the_dependency_versions_the_tests_ran_with(program, mocks):
+    program.run(stack_config_env("startup-prod"), stack="startup-prod")
+    edge = import_infra("edge")
+
+    constraints = edge.bundle_archive(REPO).assets["constraints.txt"].text
+    pinned = dict(line.split("==") for line in constraints.splitlines())
+    # Every runtime dependency, and theirs, at the version installed here; no extra's.
+    for direct in ("pydantic", "jinja2", "redis", "uvloop", "prometheus-client", "pyyaml",
+                   "pydantic-core", "boto3", "botocore", "cryptography", "hiredis"):
+        assert pinned[direct] == metadata.version(direct), direct
+    for extra_only in ("pytest", "moto", "pulumi", "matplotlib", "hypothesis"):
+        assert extra_only not in pinned
+    # boto3 pinned before the bundle (and its constraints) is there; then the constraints.
+    runcmd = yaml.safe_load(user_data(mocks.one(LAUNCH_TEMPLATE, "startup-prod-edge-template")))[
+        "runcmd"]
+    pip = "/opt/llmfleet/venv/bin/pip"
+    assert [pip, "install", "--quiet", f"boto3=={metadata.version('boto3')}"] in runcmd
+    assert [pip, "install", "--quiet", "--constraint", "/opt/llmfleet/src/constraints.txt",
+            "--editable", "/opt/llmfleet/src"] in runcmd
+    assert not [c for c in runcmd if c[:2] == [pip, "install"] and c[-1] == "boto3"]

@@ -35,7 +35,8 @@ def user_data() -> dict[str, Any]:
     return yaml.safe_load(import_infra("cloud_init").render_edge(
         config, stack="startup-prod", region=REGION, eip_allocation_id="eipalloc-0a1b2c3d",
         bundle_bucket="bundle", bundle_key="llmfleet.zip", spot_group="spot",
-        on_demand_group="ondemand", redis_volume_id="vol-0123456789abcdef0"))
+        on_demand_group="ondemand", redis_volume_id="vol-0123456789abcdef0",
+        boot_requirement="boto3==1.0.0"))
 
 
 @pytest.fixture

@@ -40,7 +40,8 @@ def render_edge(stack: str, **sections: Any) -> str:
     return import_infra("cloud_init").render_edge(
         config, stack=stack, region="us-east-1", eip_allocation_id="eipalloc-0a1b2c3d",
         bundle_bucket="bundle", bundle_key="llmfleet.zip", spot_group="spot",
-        on_demand_group="ondemand", redis_volume_id="vol-0123456789abcdef0")
+        on_demand_group="ondemand", redis_volume_id="vol-0123456789abcdef0",
+        boot_requirement="boto3==1.0.0")
 
 
 def edge_user_data(stack: str, **sections: Any) -> dict[str, Any]:
