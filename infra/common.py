@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
 from dataclasses import dataclass
@@ -193,3 +195,19 @@ def instance_refresh(*, warmup_s: int, min_healthy_percentage: int,
             "skip_matching": True,
         },
     }
+
+
+# EC2 takes at most 16 KB of user data, counted before base64.
+USER_DATA_MAX_BYTES = 16 * 1024
+
+
+def launch_user_data(text: str) -> str:
+    """User data for a launch template: gzip-compressed (cloud-init unpacks it; the edge's
+    cloud-config alone is close to EC2's 16 KB) and base64-encoded, as the template wants.
+    mtime 0 keeps the bytes the same for the same text, so an unchanged config changes no
+    template."""
+    packed = gzip.compress(text.encode(), mtime=0)
+    if len(packed) > USER_DATA_MAX_BYTES:
+        raise pulumi.RunError(f"user data of {len(packed)} bytes, gzip-compressed: EC2 takes at "
+                              f"most {USER_DATA_MAX_BYTES}")
+    return base64.b64encode(packed).decode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import tomllib
 from dataclasses import dataclass
 from importlib import metadata
@@ -22,6 +21,7 @@ from common import (
     instance_refresh,
     instance_role,
     launch_tags,
+    launch_user_data,
     pinned_ami,
     policy_document,
     primary_interface,
@@ -132,11 +132,11 @@ class Edge(pulumi.ComponentResource):
         user_data = pulumi.Output.all(
             account.region, address.allocation_id, bucket.bucket, bundle.key,
             args.spot_group_name, args.on_demand_group_name, redis_volume.id,
-        ).apply(lambda values: base64.b64encode(render_edge(
+        ).apply(lambda values: launch_user_data(render_edge(
             config, stack=args.stack, region=values[0], eip_allocation_id=values[1],
             bundle_bucket=values[2], bundle_key=values[3], spot_group=values[4],
             on_demand_group=values[5], redis_volume_id=values[6], boot_requirement=boto3_pin(),
-        ).encode()).decode())
+        )))
         edge = config.edge
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 
 import pulumi
@@ -18,6 +17,7 @@ from common import (
     instance_refresh,
     instance_role,
     launch_tags,
+    launch_user_data,
     pinned_ami,
     policy_document,
     primary_interface,
@@ -107,9 +107,9 @@ class GpuFleet(pulumi.ComponentResource):
             )
         user_data = pulumi.Output.all(
             account.region, args.images.references, args.images.registry,
-        ).apply(lambda parts: base64.b64encode(render_gpu_node(
+        ).apply(lambda parts: launch_user_data(render_gpu_node(
             config, stack=args.stack, region=parts[0], images=parts[1], registry=parts[2],
-        ).encode()).decode())
+        )))
         fallback_type = config.fleet.instance_types[0].type
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",

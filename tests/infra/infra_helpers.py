@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import shutil
@@ -87,8 +88,10 @@ def prefix(stack: str) -> str:
 
 
 def user_data(inputs: dict[str, Any]) -> str:
-    """A launch template's user data, decoded from the base64 EC2 wants."""
-    return base64.b64decode(inputs["userData"]).decode()
+    """A launch template's user data as cloud-init reads it: from the base64 EC2 wants, and
+    unpacked when gzip-compressed."""
+    raw = base64.b64decode(inputs["userData"])
+    return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
 
 
 def group_tag_map(inputs: dict[str, Any]) -> dict[str, str]:

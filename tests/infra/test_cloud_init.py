@@ -3,7 +3,9 @@ and the scripts and systemd units inside it parse."""
 
 from __future__ import annotations
 
+import base64
 import py_compile
+import random
 import re
 import shlex
 import shutil
@@ -232,3 +234,29 @@ def test_the_edge_renders_what_each_tls_mode_needs_and_passes_cloud_init_schema(
             "/llmfleet/s/tls-chain /llmfleet/s/tls-key /etc/llmfleet/tls/fullchain.pem "
             "/etc/llmfleet/tls/privkey.pem || systemctl poweroff")
         assert "--tls-key /etc/llmfleet/tls/privkey.pem" in sync
+
+
+@pytest.mark.parametrize("stack", ALL_STACKS)
+def test_user_data_is_compressed_within_ec2s_limit_and_the_same_for_the_same_config(
+        program, mocks, stack):
+    program.run(stack_config_env(stack), stack=stack)
+    first = {t.name: t.inputs["userData"] for t in mocks.of_type(LAUNCH_TEMPLATE)
+             if "userData" in t.inputs}
+    assert first, "no launch template carries user data"
+    for name, encoded in first.items():
+        raw = base64.b64decode(encoded)
+        # gzip, which cloud-init unpacks; EC2 counts the bytes before base64.
+        assert raw[:2] == b"\x1f\x8b", name
+        assert len(raw) <= 16 * 1024, (name, len(raw))
+
+    # Rendered again from the same config: byte for byte the same, so no template changes.
+    name, encoded = next(iter(first.items()))
+    text = user_data(mocks.one(LAUNCH_TEMPLATE, name))
+    assert import_infra("common").launch_user_data(text) == encoded
+
+
+def test_user_data_beyond_ec2s_limit_stops_the_run_with_the_size():
+    common = import_infra("common")
+    noise = base64.b64encode(random.Random(0).randbytes(20_000)).decode()  # barely compresses
+    with pytest.raises(Exception, match=r"user data of \d+ bytes, gzip-compressed: EC2 takes"):
+        common.launch_user_data(noise)
