@@ -250,3 +250,16 @@ def test_before_the_certificate_exists_plain_http_still_redirects_and_no_api_is_
 def test_tls_and_its_listen_address_go_together():
     with pytest.raises(ValueError, match="go together"):
         render_nginx_conf(validate({}, "test"), THREE, tls=TlsFiles("/c", "/k"))
+
+
+@pytest.mark.parametrize("euid", [0, 1000])
+def test_with_private_runtime_files_a_root_master_runs_its_workers_as_their_owner(
+        tmp_path, monkeypatch, euid):
+    """As root, nginx would run its workers as nobody, who cannot reach a temp dir in a 0700
+    state dir: every request body over 16 kB (buffered to a file) would fail."""
+    monkeypatch.setattr("llmfleet.edge.nginx.os.geteuid", lambda: euid)
+    paths = NginxPaths.under(tmp_path)
+    text = render_nginx_conf(validate({}, "test"), THREE, paths=paths)
+    assert (re.search(r"^user root;$", text, re.M) is not None) == (euid == 0)
+    # The edge host's paths (Debian's, readable by nginx's own user): no user line.
+    assert "\nuser " not in render_nginx_conf(validate({}, "test"), THREE)

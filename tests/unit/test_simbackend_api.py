@@ -308,6 +308,15 @@ def test_a_peer_from_another_machine_gets_403_not_the_headers() -> None:
 # -- errors ----------------------------------------------------------------------------------
 
 NOT_UTF8 = b'{"model": "sim-model", "messages": [{"role": "user", "content": "\xff\xfe"}]}'
+# Lone surrogates: as JSON escapes (valid JSON, not Unicode text), and as UTF-8-encoded surrogate
+# bytes (not UTF-8, but Python's json decodes them); in a field an error echoes, and in text.
+LONE_SURROGATES = [
+    b'{"model": "m\\ud800", "messages": [{"role": "user", "content": "hi"}]}',
+    b'{"model": "m\xed\xa0\x80", "messages": [{"role": "user", "content": "hi"}]}',
+    b'{"model": "%s", "messages": [{"role": "user", "content": "a\\udfffb"}]}' % MODEL.encode(),
+    b'{"model": "%s", "request_id": "\\udc00", "messages": [{"role": "user", "content": "h"}]}'
+    % MODEL.encode(),
+]
 
 
 @pytest.mark.parametrize(
@@ -319,6 +328,7 @@ NOT_UTF8 = b'{"model": "sim-model", "messages": [{"role": "user", "content": "\x
         ("/v1/chat/completions", b'"just a string"', 400, None),
         ("/v1/chat/completions", b"null", 400, None),
         ("/v1/chat/completions", NOT_UTF8, 400, None),
+        *(("/v1/chat/completions", body, 400, None) for body in LONE_SURROGATES),
         ("/v1/chat/completions", b"[" * 100_000 + b"]" * 100_000, 400, None),
         ("/v1/chat/completions", b'{"max_tokens": 1' + b"0" * 5000 + b"}", 400, None),
         ("/v1/chat/completions", {"model": MODEL}, 400, None),

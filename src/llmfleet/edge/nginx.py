@@ -6,6 +6,8 @@ list and the file paths differ.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -108,15 +110,22 @@ class NginxPaths:
     error_log: str = "/var/log/nginx/error.log"
     access_log: str = "/var/log/nginx/access.log"
     temp_dir: str | None = None
+    # The workers' user, when it must not be nginx's default (nobody with a root master).
+    worker_user: str | None = None
 
     @classmethod
     def under(cls, directory: Path) -> NginxPaths:
-        """Every runtime file inside one directory (the sandbox's state dir)."""
+        """Every runtime file inside one directory (the sandbox's state dir).
+
+        Started as root, nginx runs its workers as nobody, who cannot reach a temp dir inside
+        a private directory (a state dir is often mode 0700): every request body too large for
+        memory (over 16 kB) would fail. The workers then run as the user who owns the files."""
         return cls(
             pid=str(directory / "nginx.pid"),
             error_log=str(directory / "error.log"),
             access_log=str(directory / "access.log"),
             temp_dir=str(directory / "tmp"),
+            worker_user=pwd.getpwuid(0).pw_name if os.geteuid() == 0 else None,
         )
 
     def make_dirs(self) -> None:

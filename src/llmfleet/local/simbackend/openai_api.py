@@ -206,6 +206,14 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
         raise APIError(400, f"JSON decode error: {exc}") from None
     if not isinstance(payload, dict):
         raise APIError(400, "Input should be a valid dictionary or object to extract fields from")
+    try:
+        # A lone surrogate (a "\\ud800" escape) is valid JSON but not Unicode text: strict
+        # parsers (orjson) refuse it, and nothing that echoes it back could encode it.
+        json.dumps(payload, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start:exc.end].encode("utf-8", "backslashreplace").decode()
+        raise APIError(400, f"JSON decode error: a lone surrogate ({bad}) is not valid "
+                            "Unicode text") from None
     return payload
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import math
 import os
 import random
@@ -35,6 +36,7 @@ from llmfleet.local.simbackend.engine import EngineConfig, Sequence, SimEngine
 from llmfleet.local.simbackend.faults import FaultState, parse_fault
 from llmfleet.local.simbackend.metrics import CONTENT_TYPE, engine_registry
 from llmfleet.local.simbackend.openai_api import (
+    JSON_SEPARATORS,
     SSE_DONE,
     VLLM_VERSION,
     VOCAB,
@@ -210,9 +212,12 @@ REQUEST_ID = _request_key("simbackend.request_id", str)  # the x-request-id to e
 
 def _json(payload: Any, status: int = 200) -> web.Response:
     # Exactly Starlette's JSONResponse header: no charset parameter.
-    return web.Response(
-        body=dumps(payload).encode(), status=status, headers={"Content-Type": "application/json"}
-    )
+    text = dumps(payload)
+    try:
+        body = text.encode()
+    except UnicodeEncodeError:  # text that is not Unicode (a lone surrogate): escaped instead
+        body = json.dumps(payload, separators=JSON_SEPARATORS).encode()
+    return web.Response(body=body, status=status, headers={"Content-Type": "application/json"})
 
 
 def _error(status: int, message: str, param: str | None = None) -> web.Response:
