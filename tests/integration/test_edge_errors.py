@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
-from llmfleet.config import validate
-from llmfleet.edge.nginx import ERROR_PAGE_PREFIX
+from llmfleet.config import FleetConfig, validate
+from llmfleet.edge.nginx import (
+    ERROR_PAGE_PREFIX,
+    NginxPaths,
+    Upstream,
+    check_nginx_conf,
+    nginx_binary,
+    render_nginx_conf,
+)
 from llmfleet.local.sandbox import down, up
 from llmfleet.local.sandbox.auth import key_store
 from llmfleet.local.sandbox.ports import free_port
@@ -190,3 +202,117 @@ def test_slow_clients_hold_no_worker_and_reach_no_model_server(edge):
     finally:
         for conn in slow:
             conn.close()
+
+
+SLOW_TIMEOUT_S = 2.0  # the edge's client timeout in the slow-client test (60 s by default)
+
+
+@pytest.fixture
+def quick_edge(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """nginx from the template with a 2 s client timeout, in front of one simulated backend."""
+    backend_port, edge_port = free_port(), free_port()
+    paths = NginxPaths.under(tmp_path / "nginx")
+    paths.make_dirs()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_nginx_conf(
+        FleetConfig(), [Upstream("backend-1", "127.0.0.1", backend_port)],
+        listen=f"127.0.0.1:{edge_port}", paths=paths, client_timeout_s=SLOW_TIMEOUT_S))
+    check = check_nginx_conf(conf)
+    assert check.ok, check.output
+    started = [
+        subprocess.Popen([sys.executable, "-m", "llmfleet.local.simbackend", "--port",
+                          str(backend_port), "--time-scale", "0.01"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([nginx_binary(), "-c", str(conf), "-e", paths.error_log,
+                          "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL),
+    ]
+    try:
+        edge = f"http://127.0.0.1:{edge_port}"
+
+        def serves() -> bool:
+            try:
+                return exchange(edge, b"GET /v1/models HTTP/1.1\r\n" + HEAD + b"\r\n")[0] == 200
+            except OSError:
+                return False
+
+        assert wait_until(serves, 15)
+        yield {"endpoint": edge, "backend_port": backend_port,
+               "backend": f"http://127.0.0.1:{backend_port}"}
+    finally:
+        for process in started:
+            process.terminate()
+        for process in started:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+def _connections_to(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:port (nginx's to the model server)."""
+    remote = f"0100007F:{port:04X}"
+    return sum(line.split()[2] == remote and line.split()[3] == "01"
+               for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+
+
+def _trickle(conn: socket.socket, data: bytes, gap_s: float, until_s: float
+             ) -> tuple[float | None, bytes, float]:
+    """Send `data` a byte every `gap_s` s; return the seconds until nginx cut the connection
+    (None if it had not within `until_s`), what it answered, and when the last byte went."""
+    started = sent = time.monotonic()
+    for byte in data:
+        try:
+            conn.sendall(bytes([byte]))
+        except OSError:
+            return time.monotonic() - started, b"", sent
+        sent = time.monotonic()
+        # Until the next byte is due: does nginx answer or close?
+        readable, _, _ = select.select([conn], [], [], gap_s)
+        if readable:
+            try:
+                answer = conn.recv(65536)
+            except ConnectionResetError:
+                answer = b""
+            return time.monotonic() - started, answer, sent
+        if time.monotonic() - started > until_s:
+            break
+    return None, b"", sent
+
+
+def test_slow_clients_are_cut_by_the_client_timeout_and_reach_no_model_server(quick_edge):
+    """A head trickled a byte a second is cut once the client timeout has passed since it
+    began (client_header_timeout is for the whole head). A body is cut when it pauses longer
+    than the timeout (client_body_timeout is between two reads): one that keeps trickling a
+    byte a second is not, but holds no model-server connection meanwhile. Nothing reaches the
+    model server. With the timeout at 2 s instead of 60."""
+    address = urlsplit(quick_edge["endpoint"])
+
+    def connect() -> socket.socket:
+        return socket.create_connection((address.hostname, address.port), timeout=10)
+
+    def recorded() -> int:
+        return len(requests.get(quick_edge["backend"] + "/_sim/requests", timeout=5
+                                ).json()["requests"])
+
+    before = recorded()
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: edge\r\n"
+    with connect() as conn:
+        cut_after, answer, _ = _trickle(conn, head + b"X-Slow: " + b"a" * 60, 1.0, 10)
+    assert cut_after is not None and SLOW_TIMEOUT_S - 0.5 <= cut_after <= SLOW_TIMEOUT_S + 2
+    assert answer == b""
+
+    whole_head = head + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    with connect() as conn:
+        conn.sendall(whole_head)
+        cut_after, answer, stopped = _trickle(conn, b"{" + b" " * 999, 1.0,
+                                              3 * SLOW_TIMEOUT_S)
+        assert cut_after is None, answer  # still trickling: not cut
+        assert _connections_to(quick_edge["backend_port"]) == 0
+        # It stops: cut once it has paused for the timeout (nginx logs a 408 and closes the
+        # connection without an answer, as for the head: no HTML page either).
+        readable, _, _ = select.select([conn], [], [], SLOW_TIMEOUT_S + 3)
+        assert readable and time.monotonic() - stopped >= SLOW_TIMEOUT_S - 0.5
+        assert conn.recv(65536) == b""
+    assert recorded() == before

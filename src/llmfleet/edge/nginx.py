@@ -60,6 +60,9 @@ WORKER_CONNECTIONS = 16384
 # Connections waiting to be accepted: a whole burst, even while every worker is busy. Linux
 # silently caps it at net.core.somaxconn, which the edge host must raise to match.
 LISTEN_BACKLOG = 8192
+# A client's whole request head must arrive within this, and its body must not pause longer
+# (nginx's client_header_timeout and client_body_timeout; nginx's default, 60 s).
+CLIENT_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ def render_nginx_conf(
     busy_listen: str | None = None,
     tls: TlsFiles | None = None,
     tls_listen: str | None = None,
+    client_timeout_s: float = CLIENT_TIMEOUT_S,
 ) -> str:
     """Return nginx.conf text for this fleet and these upstreams.
 
@@ -161,7 +165,8 @@ def render_nginx_conf(
     `load_balancing.max_requests_per_node` requests. `tls` (with `tls_listen`) serves the API
     over HTTPS on `tls_listen`, once both files exist; `listen` then answers /health (and
     the ACME challenge) and redirects everything else to HTTPS, before the files exist too,
-    so the API never answers in clear text.
+    so the API never answers in clear text. `client_timeout_s` (see CLIENT_TIMEOUT_S) is
+    shortened by tests that watch a slow client being cut.
     """
     if bool(tls) != bool(tls_listen):
         raise ValueError("tls and tls_listen go together")
@@ -182,6 +187,7 @@ def render_nginx_conf(
         worker_processes=worker_processes,
         worker_connections=worker_connections,
         listen_backlog=listen_backlog,
+        client_timeout_s=client_timeout_s,
         error_pages=ERROR_PAGES,
         error_prefix=ERROR_PAGE_PREFIX,
         error_page_statuses=[*((page[1], page[0]) for page in ERROR_PAGES),
