@@ -158,7 +158,7 @@ def test_with_tls_the_plain_http_server_refuses_as_json_too(tmp_path):
 def test_slow_clients_hold_no_worker_and_reach_no_model_server(edge):
     """Clients that trickle their headers or their body hold only their own connection:
     nginx keeps serving everyone else, and nothing reaches a model server until a request
-    is whole (nginx's client_header_timeout and client_body_timeout, 60 s, then cut them)."""
+    is whole (the cuts by the client timeouts: the test below)."""
     address = urlsplit(edge["endpoint"])
     backends = [b["url"] for b in edge["backends"]]
 

@@ -100,6 +100,13 @@ def test_by_default_a_request_moves_on_after_a_long_wait_but_never_after_a_read_
     assert 30 <= window < read
 
 
+def test_client_timeouts_are_nginx_s_60_s_unless_shortened(tmp_path):
+    assert re.findall(r"client_(header|body)_timeout (\S+);", render_checked(tmp_path, {}, THREE)
+                      ) == [("header", "60s"), ("body", "60s")]
+    short = render_nginx_conf(validate({}, "test"), THREE, client_timeout_s=2.5)
+    assert "client_header_timeout 2500ms;" in short and "client_body_timeout 2500ms;" in short
+
+
 def test_round_robin_drops_least_conn(tmp_path):
     text = render_checked(tmp_path, {"load_balancing": {"strategy": "round_robin"}}, THREE)
     assert "least_conn" not in upstream_block(text)
