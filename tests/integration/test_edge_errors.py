@@ -65,6 +65,14 @@ CASES = {
     "get-a-completion": (b"GET /v1/chat/completions HTTP/1.1\r\n" + HEAD + b"\r\n",
                          405, "method_not_allowed"),
     "unknown-path": (b"GET /admin HTTP/1.1\r\n" + HEAD + b"\r\n", 404, "not_found"),
+    # Under /v1/, only the model servers' OpenAI routes pass: not vLLM's LoRA loading, not a
+    # path FastAPI would answer with {"detail": "Not Found"}.
+    "unknown-path-under-v1": (b"GET /v1/secrets HTTP/1.1\r\n" + HEAD + b"\r\n",
+                              404, "not_found"),
+    "lora-loading": (b"POST /v1/load_lora_adapter HTTP/1.1\r\n" + HEAD
+                     + b"Content-Length: 2\r\n\r\n{}", 404, "not_found"),
+    "a-route-with-a-tail": (b"POST /v1/chat/completions/x HTTP/1.1\r\n" + HEAD
+                            + b"Content-Length: 2\r\n\r\n{}", 404, "not_found"),
     "internal-auth-path": (b"GET /_llmfleet_auth HTTP/1.1\r\n" + HEAD + b"\r\n",
                            404, "not_found"),
     "error-page-path": (b"GET " + ERROR_PAGE_PREFIX.encode() + b"bad_request HTTP/1.1\r\n"

@@ -19,6 +19,16 @@ from llmfleet.config import FleetConfig
 from llmfleet.edge.members import Member
 from llmfleet.paths import images_dir
 
+# The routes the edge passes to the model servers: vLLM's OpenAI-compatible API under /v1/
+# (methods, path regex after /v1/). Anything else there the edge refuses itself (404, or 405
+# for a method a route does not take), so vLLM's other routes (LoRA loading among them) are
+# never reachable from outside.
+API_ROUTES = (
+    ("GET|HEAD", r"models(/[^/]+)?|responses/[^/]+"),
+    ("POST", r"chat/completions|completions|embeddings|responses|responses/[^/]+/cancel"
+             r"|audio/transcriptions|audio/translations|score|rerank"),
+)
+
 # OpenAI-shaped bodies for the errors nginx itself answers (no backend reached): a request it
 # cannot read, a path or method it does not serve, a body, URI or headers too large, and the
 # fleet's failures. Without them nginx answers its own HTML page.
@@ -26,7 +36,8 @@ ERROR_PAGES = (
     ("bad_request", 400, "invalid_request_error", "bad_request",
      "The request could not be read: malformed request line, headers or body framing."),
     ("not_found", 404, "invalid_request_error", "not_found",
-     "Unknown path; the API is under /v1/."),
+     "Unknown path: the API serves /v1/models, /v1/chat/completions, /v1/completions, "
+     "/v1/embeddings, /v1/responses, /v1/audio/*, /v1/score and /v1/rerank."),
     ("method_not_allowed", 405, "invalid_request_error", "method_not_allowed",
      "This method is not allowed here."),
     ("too_large", 413, "invalid_request_error", "request_too_large",
@@ -189,6 +200,7 @@ def render_nginx_conf(
         listen_backlog=listen_backlog,
         client_timeout_s=client_timeout_s,
         error_pages=ERROR_PAGES,
+        api_routes=API_ROUTES,
         error_prefix=ERROR_PAGE_PREFIX,
         error_page_statuses=[*((page[1], page[0]) for page in ERROR_PAGES),
                              *ERROR_PAGE_ALIASES],
