@@ -113,3 +113,31 @@ def test_plain_http_redirects_to_https_and_keeps_health_for_the_boot_check(box):
                           allow_redirects=False)
     assert moved.status_code == 308
     assert moved.headers["location"] == f"https://127.0.0.1:{https_port}/v1/chat/completions"
+
+
+def test_llmfleet_load_trusts_the_sandboxs_ca_by_itself_and_no_other_server(box, tmp_path):
+    # The default --url is the sandbox's HTTPS edge, and its CA comes with it.
+    run = subprocess.run(
+        [LLMFLEET, "load", "--state-dir", box["state_dir"], "--api-key", box["api_key"],
+         "-n", "6", "-c", "3", "--output-tokens", "fixed:4", "--json"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert (report["ok"], report["total_requests"], report["errors_by_status"]) == (6, 6, {})
+
+    # Another CA (here: none the server's certificate chains to) is refused at the handshake.
+    other = tmp_path / "other-ca.pem"
+    other.write_text(Path(certifi_bundle()).read_text())
+    refused = subprocess.run(
+        [LLMFLEET, "load", "--url", box["endpoint"], "--ca-file", str(other), "--api-key",
+         box["api_key"], "-n", "2", "--output-tokens", "fixed:4", "--json",
+         "--state-dir", box["state_dir"]],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode != 0
+    assert "certificate" in (refused.stderr + refused.stdout).lower()
+
+
+def certifi_bundle() -> str:
+    import certifi
+
+    return certifi.where()

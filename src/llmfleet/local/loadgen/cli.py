@@ -20,6 +20,7 @@ from .fleet import (
     FleetQueryError,
     FleetSeries,
     query_fleet,
+    sandbox_ca_file,
     sandbox_endpoint,
     sandbox_prometheus,
 )
@@ -335,11 +336,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the running sandbox's, when --url is its edge or a backend)",
     )
     parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="verify an HTTPS --url against this CA (default: the running sandbox's own, "
+        "with `up --tls`, when --url is its edge; else the system's)",
+    )
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=None,
-        help="the sandbox whose endpoint is the default --url and whose Prometheus --plot "
-        "reads (default: as `llmfleet status`)",
+        help="the sandbox whose endpoint is the default --url, whose CA verifies it and whose "
+        "Prometheus --plot reads (default: as `llmfleet status`)",
     )
 
 
@@ -370,8 +379,12 @@ def _spec(args: argparse.Namespace) -> LoadSpec:
     requests = args.requests
     if requests is None and args.duration is None and args.profile is None:
         requests = DEFAULT_REQUESTS
+    url = args.url or sandbox_endpoint(args.state_dir) or DEFAULT_URL
+    if args.ca_file is not None and not args.ca_file.is_file():
+        raise ValueError(f"--ca-file {args.ca_file}: no such file")
     return LoadSpec(
-        url=args.url or sandbox_endpoint(args.state_dir) or DEFAULT_URL,
+        url=url,
+        ca_file=str(args.ca_file) if args.ca_file else sandbox_ca_file(url, args.state_dir),
         model=args.model,
         requests=requests,
         concurrency=args.concurrency,

@@ -74,6 +74,14 @@ def sandbox_endpoint(state_dir: Path | None) -> str | None:
     return sandbox.endpoint if sandbox.running else None
 
 
+def sandbox_ca_file(target: str, state_dir: Path | None) -> str | None:
+    """The running sandbox's CA (``up --tls``), if ``target`` is that sandbox's edge."""
+    sandbox = status(state_dir or default_state_dir())
+    if not sandbox.running or not sandbox.endpoint or not sandbox.ca_file:
+        return None
+    return sandbox.ca_file if _authority(target) == _authority(sandbox.endpoint) else None
+
+
 def sandbox_prometheus(target: str, state_dir: Path | None) -> str | None:
     """The running sandbox's Prometheus, if ``target`` is that sandbox's edge or a backend."""
     sandbox = status(state_dir or default_state_dir())

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -76,7 +77,8 @@ class LoadSpec:
     has an Authorization header. ``ignore_eos`` adds vLLM's ``ignore_eos`` so a real vLLM
     generates exactly ``max_tokens`` like the simulated backend does. ``slo`` (a
     :class:`~.benchmark.Slo` or its string form, ``ttft=500ms,tpot=50ms,e2e=10s``) makes the
-    report count goodput.
+    report count goodput. ``ca_file`` verifies an HTTPS server against that CA (the sandbox's
+    own with ``up --tls``) instead of the system's.
     """
 
     url: str = "http://127.0.0.1:8080"
@@ -105,6 +107,7 @@ class LoadSpec:
     # nginx worker closes after a reload; the report counts the retries.
     max_retries: int = 2
     slo: Slo | str | None = None
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.slo, str):
@@ -325,6 +328,9 @@ async def _check_reachable(base: URL, deadline: float) -> None:
 
 
 def _reason(exc: aiohttp.ClientConnectorError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        # Its os_error's errno is not the reason: the certificate is (see --ca-file).
+        return f"TLS certificate not trusted: {exc.certificate_error.reason or exc}"
     return _os_reason(exc.os_error)
 
 
@@ -686,7 +692,8 @@ async def run_load(
     # Timeouts are enforced per request with asyncio (see _Run.send), so none here.
     timeout = aiohttp.ClientTimeout(total=None)
     limit = spec.max_in_flight if spec.open_loop else spec.concurrency
-    connector = aiohttp.TCPConnector(limit=limit)
+    connector = aiohttp.TCPConnector(
+        limit=limit, ssl=ssl.create_default_context(cafile=spec.ca_file) if spec.ca_file else True)
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers
     ) as session:
