@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from dataclasses import replace
 from itertools import pairwise
 
 import pytest
@@ -338,3 +339,18 @@ def test_simulate_names_the_bad_line_of_a_trace_file(tmp_path, capsys):
 def test_simulate_refuses_an_unknown_policy(capsys):
     assert main(["simulate", "--trace", "surge", "--policy", "fastest"]) == 2
     assert "autoscaling.policy" in capsys.readouterr().err
+
+
+def test_a_max_num_seqs_setting_is_what_every_node_runs_at_once():
+    config = fleet("fixed:1")
+    assert SimulationSettings().preset_for(config).max_num_seqs == 32  # the T4's
+    settings = SimulationSettings(max_num_seqs=4)
+    assert settings.preset_for(config).max_num_seqs == 4
+    # 8 long answers at once on one node: at the first decision (60 s) 4 run, 4 wait.
+    burst = Trace("burst", ((0.0, 8000.0), (0.001, 0.0)))
+    result = simulate(config, burst, replace(settings, output_tokens="fixed:2000",
+                                             spot_interruptions_per_hour=0))
+    assert result.requests == 8 and result.served == 8
+    assert result.timeline[0].running == 4 and result.timeline[0].waiting == 4
+    with pytest.raises(SimulationError, match="max_num_seqs: got 0"):
+        SimulationSettings(max_num_seqs=0)

@@ -9,7 +9,7 @@ minute from a warm pool of stopped on-demand instances, and AWS's two-minute spo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llmfleet.config import FleetConfig
 from llmfleet.local.loadgen.workload import (
@@ -33,6 +33,9 @@ class SimulationError(ValueError):
 class SimulationSettings:
     seed: int = 0
     preset: str | None = None  # None: from the family of fleet.instance_types[0]
+    # vLLM's --max-num-seqs on every node instead of the preset's (as a sandbox's
+    # `sandbox.max_num_seqs`); None: the preset's
+    max_num_seqs: int | None = None
     boot_s: float = 120.0  # launch until the instance runs user data
     load_s: float = 300.0  # image pull, uncached weights and vLLM's start, after the boot
     warm_start_s: float = 60.0  # a stopped on-demand instance from the warm pool to serving
@@ -62,6 +65,10 @@ class SimulationSettings:
                 parse_distribution(getattr(self, name))
             except ValueError as error:
                 raise SimulationError(f"{name}: {error}") from None
+        if self.max_num_seqs is not None and not (
+                isinstance(self.max_num_seqs, int) and self.max_num_seqs >= 1):
+            raise SimulationError(f"max_num_seqs: got {self.max_num_seqs!r}; allowed: a whole "
+                                  "number >= 1, or none for the preset's")
         if self.preset is not None:
             try:
                 get_preset(self.preset)
@@ -81,7 +88,14 @@ class SimulationSettings:
         return parse_distribution(self.prompt_tokens)
 
     def preset_for(self, config: FleetConfig) -> Preset:
-        """The simulated GPU: `preset`, or the one for the fleet's first instance type."""
+        """The simulated GPU: `preset`, or the one for the fleet's first instance type, with
+        `max_num_seqs` when given."""
+        preset = self._preset(config)
+        if self.max_num_seqs is None:
+            return preset
+        return replace(preset, max_num_seqs=self.max_num_seqs)
+
+    def _preset(self, config: FleetConfig) -> Preset:
         if self.preset is not None:
             return get_preset(self.preset)
         instance_type = config.fleet.instance_types[0].type
