@@ -15,6 +15,7 @@ from lambdas import packaged_function, resize_groups, triggered_by_rule
 from llmfleet.autoscale.cloudwatch import period_for
 from llmfleet.autoscale.policy import PolicySettings
 from llmfleet.autoscale.scaler import (
+    NODE_CONCURRENCY_ENV,
     ON_DEMAND_GROUP_ENV,
     PERIOD_ENV,
     POLICY_ENV,
@@ -23,6 +24,7 @@ from llmfleet.autoscale.scaler import (
     STATE_PARAMETER_ENV,
 )
 from llmfleet.config import FleetConfig
+from llmfleet.local.simulator.capacity import fleet_concurrency
 
 HANDLER = "llmfleet.autoscale.scaler.handler"
 # A run a minute: a week of them is enough to see how a surge was met.
@@ -58,6 +60,14 @@ def scaler_settings(config: FleetConfig) -> PolicySettings:
     buys spot or on-demand (`fleet.spot`); the fallback group stands in for what it cannot
     launch."""
     return replace(PolicySettings.of(config), spot=True)
+
+
+def node_concurrency_env(config: FleetConfig) -> dict[str, str]:
+    """What a capacity unit is started to run at once, for the scaler's source to start with
+    until a queue measures it: none when neither `model.extra_args` nor the instance family
+    says."""
+    concurrency = fleet_concurrency(config)
+    return {} if concurrency is None else {NODE_CONCURRENCY_ENV: f"{concurrency:g}"}
 
 
 class Scaler(pulumi.ComponentResource):
@@ -107,6 +117,7 @@ class Scaler(pulumi.ComponentResource):
                 POLICY_ENV: json.dumps(scaler_settings(config).to_json(), sort_keys=True),
                 PERIOD_ENV: str(period_for(config.edge.sync_interval_s)),
                 STATE_PARAMETER_ENV: parameter.name,
+                **node_concurrency_env(config),
             },
             statements=lambda account: pulumi.Output.all(
                 account.partition, account.region, account.account_id,

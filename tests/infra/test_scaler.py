@@ -42,6 +42,9 @@ def test_the_function_decides_with_the_stacks_policy_settings(startup, mocks):
         "LLMFLEET_ON_DEMAND_GROUP": startup["on_demand_group"],
         "LLMFLEET_METRIC_PERIOD_S": "10",  # the edge publishes every sync pass (10 s)
         "LLMFLEET_STATE_PARAMETER": "/llmfleet/startup-prod/scaler-state",
+        # Until a queue measures it: a capacity unit runs 32 at once (g6.xlarge's L4 preset,
+        # 64 on weight 1; g5.xlarge's 64 on weight 2), the smallest over the fleet's types.
+        "LLMFLEET_NODE_CONCURRENCY": "32",
     }
     assert function["loggingConfig"] == {
         "logFormat": "Text", "logGroup": mocks.ids[LOG_GROUP, "startup-prod-scaler-logs"]}
