@@ -3,6 +3,7 @@ loopback ports; and a bare Redis for the limiter's own tests."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -15,10 +16,15 @@ import redis
 from llmfleet.config import validate
 from llmfleet.local.sandbox import down, up
 from llmfleet.local.sandbox.auth import key_store
-from llmfleet.local.sandbox.ports import free_port
+from llmfleet.local.sandbox.ports import PORTS_VARIABLE, free_port
 from llmfleet.local.sandbox.processes import wait_until
 
 StartSandbox = Callable[..., dict[str, Any]]
+
+# Every sandbox a test starts (and the `llmfleet up` processes they run) takes free ports
+# instead of the preferred fixed ones, so a second test run or a user's own sandbox on this
+# machine cannot race it for 9090 and the like.
+os.environ[PORTS_VARIABLE] = "any"
 
 
 @pytest.fixture
