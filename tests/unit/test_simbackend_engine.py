@@ -72,6 +72,26 @@ def test_running_never_exceeds_max_num_seqs_and_rest_waits_fifo() -> None:
     assert (gauges.running, gauges.waiting) == (2, 3)
 
 
+def test_waiting_is_what_the_last_scheduling_pass_left_as_vllm_reports_it() -> None:
+    # vLLM's scheduler reports its gauges after each step: a request that arrives between two
+    # steps and is admitted by the next is never seen waiting (an autoscaler's quiet window
+    # would restart on every such sample).
+    engine, clock = make_engine(max_num_seqs=2), Clock()
+    engine.add(seq(target=50))
+    assert engine.gauges().waiting == 0
+    clock.step(engine)
+    engine.add(seq(target=50))
+    assert engine.gauges().waiting == 0, "arrived between steps; the next step admits it"
+    clock.step(engine)
+    third = seq(target=50)
+    engine.add(third)
+    assert engine.gauges().waiting == 0
+    clock.step(engine)
+    assert engine.gauges().waiting == 1, "no slot at that pass: it waits"
+    engine.abort(third, clock.now)
+    assert engine.gauges().waiting == 0, "never more than are waiting now"
+
+
 def test_finished_sequence_frees_its_slot_for_the_oldest_waiter() -> None:
     engine = make_engine(max_num_seqs=2)
     short, long_, third, fourth = seq(target=1), seq(target=50), seq(), seq()

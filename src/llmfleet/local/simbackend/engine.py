@@ -121,6 +121,10 @@ class SimEngine:
         self.free_blocks = config.num_blocks
         self.num_preemptions = 0
         self._next_id = 0
+        # What the last scheduling pass left waiting: vLLM's waiting gauge, which its scheduler
+        # reports after each step, so a request that arrives between two steps and is admitted
+        # by the next is never counted.
+        self._waiting_after_schedule = 0
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -195,6 +199,7 @@ class SimEngine:
                 self._allocate(seq, needed)
                 self._plan(plan, seq, chunk)
                 budget -= chunk
+        self._waiting_after_schedule = len(self.waiting)
         if not plan.scheduled:
             return None
         batch = len(plan.scheduled)
@@ -236,9 +241,10 @@ class SimEngine:
         return emitted
 
     def gauges(self) -> Gauges:
-        """Running, waiting and KV usage right now."""
+        """Running and KV usage right now; waiting as the last scheduling pass left it."""
         total = self.config.num_blocks
-        return Gauges(len(self.running), len(self.waiting), (total - self.free_blocks) / total)
+        waiting = min(self._waiting_after_schedule, len(self.waiting))
+        return Gauges(len(self.running), waiting, (total - self.free_blocks) / total)
 
     # -- internals -----------------------------------------------------------------------------
 
