@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from children import stop_children
 
 from llmfleet.config import FleetConfig, validate
 from llmfleet.edge.nginx import (
@@ -248,14 +249,7 @@ def quick_edge(tmp_path: Path) -> Iterator[dict[str, Any]]:
         yield {"endpoint": edge, "backend_port": backend_port,
                "backend": f"http://127.0.0.1:{backend_port}"}
     finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_children(started)
 
 
 def _connections_to(port: int) -> int:

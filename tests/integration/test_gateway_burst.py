@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 import redis
 import requests
+from children import stop_children
 
 from llmfleet.config import FleetConfig
 from llmfleet.edge.nginx import (
@@ -98,15 +99,7 @@ def edge(tmp_path: Path, bare_redis: redis.Redis) -> Iterator[dict[str, Any]]:
                "gateway": started["gateway"], "gateway_port": gateway_port,
                "error_log": Path(paths.error_log)}
     finally:
-        for process in started.values():
-            process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-            process.terminate()
-        for process in started.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_children(started.values())
 
 
 async def _burst(url: str, key: str, count: int) -> list[int]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from children import stop_children
 
 from llmfleet.config import FleetConfig
 from llmfleet.edge.nginx import (
@@ -82,14 +83,7 @@ def edge(tmp_path: Path) -> Iterator[dict[str, Any]]:
                "gateway": f"http://{PRIVATE}:{gateway_port}",
                "exporter": f"http://{PRIVATE}:{exporter_port}"}
     finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_children(started)
 
 
 def _sample(text: str, series: str) -> float:
