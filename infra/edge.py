@@ -365,7 +365,7 @@ def runtime_constraints() -> str:
         except metadata.PackageNotFoundError:
             raise pulumi.RunError(
                 f"llmfleet's dependency {name} is not installed where `pulumi up` runs; "
-                "run ./scripts/bootstrap first") from None
+                "run ./scripts/bootstrap.sh first") from None
         for text in metadata.requires(name) or []:
             needed = Requirement(text)
             if needed.marker is None or any(needed.marker.evaluate({"extra": e})
@@ -377,7 +377,6 @@ def runtime_constraints() -> str:
 def boto3_pin() -> str:
     """boto3 as the edge installs it before it can fetch the bundle (and its constraints)."""
     return f"{EDGE_BOOT_REQUIREMENT}=={metadata.version(EDGE_BOOT_REQUIREMENT)}"
-
 
 
 def bundle_files(root: Path) -> list[Path]:
