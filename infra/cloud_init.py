@@ -134,6 +134,7 @@ def render_monitor(config: FleetConfig, *, stack: str, region: str, volume_id: s
         install_script=monitor_host.INSTALL_SCRIPT,
         boot_script=monitor_host.BOOT_SCRIPT,
         grafana_key_fingerprint=monitor_host.GRAFANA_KEY_FINGERPRINT,
+        grafana_series=monitor_host.GRAFANA_SERIES,
         config_bucket=config_bucket,
         config_key=monitor_host.CONFIG_KEY,
         fetch_configs=monitor_host.fetch_configs_command(region, config_bucket, config_sha256),

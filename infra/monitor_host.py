@@ -54,6 +54,10 @@ DATA_DEVICE = "/dev/sdf"
 # Grafana Labs' APT signing key (https://apt.grafana.com/gpg.key, rotated in 2023). The boot
 # refuses a key with another fingerprint: a rotation is for a person to check.
 GRAFANA_KEY_FINGERPRINT = "B53AE77BADB630A683046005963FA27710458545"
+# The Grafana release series the dashboards are built for (grafana-foundation-sdk's
+# "<build>!<Grafana version>" in pyproject.toml): the host installs its newest patch, never
+# the next series that the repository's "stable" channel would bring.
+GRAFANA_SERIES = "11.6"
 # Prometheus keeps at most this share of its volume (`--storage.tsdb.retention.size`), whatever
 # `monitor.retention_days` says, so a busy fleet cannot fill the disk and stop it.
 RETENTION_SHARE_OF_VOLUME = 0.85

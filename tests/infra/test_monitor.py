@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import py_compile
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,6 +30,7 @@ from infra_helpers import (
     LONGEST_STACK,
     POLICY_ATTACHMENT,
     REGION,
+    REPO,
     ROLE_POLICY,
     SECURITY_GROUP,
     ZONES,
@@ -592,3 +594,25 @@ def test_the_boot_keeps_secrets_in_root_only_files_and_names_what_it_cannot_read
     assert "cannot read /p/grafana: ParameterNotFound" in err and hook not in err
     # What could be read is still fresh; what could not keeps the boot before's file.
     assert (secrets / "grafana-admin-password").read_text() == "pw"
+
+
+def test_grafana_is_held_to_the_series_the_dashboards_are_built_for(program, mocks, tmp_path):
+    run_monitor(program)
+    monitor_host = import_infra("monitor_host")
+    # The dashboards' SDK names its Grafana as "<build>!<Grafana version>" in pyproject.toml.
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    sdk = re.search(r'"grafana-foundation-sdk==\d+!(\d+\.\d+)\.\d+"', pyproject)
+    assert sdk is not None and sdk.group(1) == monitor_host.GRAFANA_SERIES
+
+    script = write_files(user_data(mocks))[monitor_host.INSTALL_SCRIPT]
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if "printf 'Package: grafana" in line)
+    command = " ".join(line.strip().rstrip("\\") for line in lines[start:start + 2])
+    written = tmp_path / "llmfleet-grafana"
+    # The script's own printf, through real bash, into a file of the test's.
+    subprocess.run(["bash", "-c", command.replace("/etc/apt/preferences.d/llmfleet-grafana",
+                                                  str(written))], check=True)
+    assert written.read_text() == (
+        f"Package: grafana\nPin: version {monitor_host.GRAFANA_SERIES}.*\nPin-Priority: 1001\n")
+    # Pinned before Grafana is installed.
+    assert lines.index(next(line for line in lines if "install grafana" in line)) > start
