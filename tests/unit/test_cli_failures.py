@@ -42,7 +42,7 @@ def test_ctrl_c_in_the_middle_of_a_command_ends_it_with_one_line_and_130():
         with connection:
             command.send_signal(signal.SIGINT)
             _, stderr = command.communicate(timeout=30)
-    assert command.returncode == 130
+    assert command.returncode == 130, stderr
     assert one_line(stderr) == "llmfleet: interrupted"
 
 

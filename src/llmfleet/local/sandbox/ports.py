@@ -26,8 +26,9 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 # Set to "any", a sandbox takes a free port the kernel picks wherever it would have preferred a
-# fixed one (9090 for Prometheus, ...): the test suite sets it, so two runs on one machine (or
-# a run beside a user's own sandbox) do not both find a preferred port free and race for it.
+# fixed one (Prometheus' usual port, ...): the test suite sets it, so two runs on one machine
+# (or a run beside a user's own sandbox) do not both find a preferred port free and race for
+# it.
 PORTS_VARIABLE = "LLMFLEET_SANDBOX_PORTS"
 
 

@@ -241,7 +241,8 @@ class SimEngine:
         return emitted
 
     def gauges(self) -> Gauges:
-        """Running and KV usage right now; waiting as the last scheduling pass left it."""
+        """vLLM's gauges: running and KV usage right now, waiting as the last scheduling pass
+        left it (`self.waiting` is the whole queue now)."""
         total = self.config.num_blocks
         waiting = min(self._waiting_after_schedule, len(self.waiting))
         return Gauges(len(self.running), waiting, (total - self.free_blocks) / total)

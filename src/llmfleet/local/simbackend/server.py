@@ -186,7 +186,8 @@ class SimBackend:
             "name": self.settings.name,
             "fault": self.faults.current.to_json(),
             "running": gauges.running,
-            "waiting": gauges.waiting,
+            # Every request in the queue now, not vLLM's gauge (what the last step left).
+            "waiting": len(self.engine.waiting),
             "kv_cache_usage": gauges.kv_cache_usage,
             "open_streams": self.open_streams,
             "in_flight": self.in_flight,
