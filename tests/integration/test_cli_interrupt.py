@@ -34,12 +34,19 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def default_sigint() -> None:
+    # A suite started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and Python then never turns it into KeyboardInterrupt: the child gets the default back.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_up_part_way(state_dir: Path) -> tuple[int, str, set[int]]:
     """`llmfleet up`, interrupted once the supervisor and a few services run: its exit code,
     its stderr and the pids it had started by then."""
     command = subprocess.Popen([LLMFLEET, "up", "--state-dir", str(state_dir),
                                 "--port", str(free_port())],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
     try:
         assert wait_until(lambda: len(recorded(state_dir)) >= 4, 60)
         seen = {p["pid"] for p in recorded(state_dir)}

@@ -36,7 +36,10 @@ def test_ctrl_c_in_the_middle_of_a_command_ends_it_with_one_line_and_130():
         command = subprocess.Popen(
             [sys.executable, "-m", "llmfleet.cli", "keys", "--redis-url",
              f"redis://127.0.0.1:{port}/0", "list"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # A suite started in the background by a non-interactive shell inherits SIGINT
+            # ignored; the command gets the default back, as a terminal would give it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         silent.settimeout(30)
         connection, _ = silent.accept()  # the command is well inside main() now
         with connection:
