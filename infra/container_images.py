@@ -83,12 +83,13 @@ class NodeImages(pulumi.ComponentResource):
         config, images = args.config, args.config.images
         account = Account.current(self)
         wanted = node_image_references(config)
+        # Each image's cache (its registry's short name), or None: pulled from the registry.
+        cache_of = {name: images.cache_for(ref) for name, ref in wanted.items()}
 
-        kinds = sorted({kind for ref in wanted.values()
-                        if (kind := images.cache_for(ref)) is not None})
+        kinds = sorted({kind for kind in cache_of.values() if kind is not None})
         prefixes = {kind: cache_prefix(args.stack, kind) for kind in kinds}
-        uncached = sorted(f"{n} ({ref.registry})" for n, ref in wanted.items()
-                          if images.cache_for(ref) is None)
+        uncached = sorted(f"{n} ({wanted[n].registry})" for n, kind in cache_of.items()
+                          if kind is None)
         if uncached and images.pull_through_cache:
             pulumi.log.warn(
                 f"{', '.join(uncached)}: pulled by each node from its registry (pinned by "
@@ -107,7 +108,7 @@ class NodeImages(pulumi.ComponentResource):
                       docker.get_registry_image_output(
                           name=ref.upstream, opts=pulumi.InvokeOutputOptions(parent=self),
                       ).sha256_digest)
-            kind = images.cache_for(ref)
+            kind = cache_of[image_name]
             pinned[image_name] = pulumi.Output.all(digest, host).apply(
                 lambda parts, ref=ref, kind=kind: ref.pinned(
                     parts[0], via=f"{parts[1]}/{prefixes[kind]}" if kind else None))

@@ -370,7 +370,8 @@ def runtime_constraints() -> str:
             needed = Requirement(text)
             if needed.marker is None or any(needed.marker.evaluate({"extra": e})
                                             for e in extras):
-                wanted.append(Requirement(str(needed).split(";")[0]))
+                needed.marker = None  # evaluated here, with this package's extras
+                wanted.append(needed)
     return "".join(f"{name}=={version}\n" for name, version in sorted(pinned.items()))
 
 

@@ -183,16 +183,23 @@ def test_a_free_redis_volume_is_attached_to_this_edge(edge):
     boot.attach(edge.ec2, volume, edge.instance_id, time.monotonic() + 30)
 
 
-def test_the_new_edge_waits_for_the_one_before_to_let_go_of_the_volume(edge):
+def held_by_another_instance(edge) -> tuple[str, str]:
+    """A Redis volume attached to another instance (the edge before): its id and that
+    instance's."""
     volume = edge.ec2.create_volume(AvailabilityZone=VOLUME_ZONE, Size=1)["VolumeId"]
     image = edge.ec2.describe_images()["Images"][0]["ImageId"]
-    before = edge.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
-                                    Placement={"AvailabilityZone": VOLUME_ZONE})["Instances"][0]
-    edge.ec2.attach_volume(VolumeId=volume, InstanceId=before["InstanceId"], Device="/dev/sdf")
+    other = edge.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
+                                   Placement={"AvailabilityZone": VOLUME_ZONE})["Instances"][0]
+    edge.ec2.attach_volume(VolumeId=volume, InstanceId=other["InstanceId"], Device="/dev/sdf")
+    return volume, other["InstanceId"]
+
+
+def test_the_new_edge_waits_for_the_one_before_to_let_go_of_the_volume(edge):
+    volume, before = held_by_another_instance(edge)
     attaching = threading.Thread(target=boot.attach, args=(
         edge.ec2, volume, edge.instance_id, time.monotonic() + 60))
     attaching.start()
-    edge.ec2.detach_volume(VolumeId=volume, InstanceId=before["InstanceId"])  # it terminates
+    edge.ec2.detach_volume(VolumeId=volume, InstanceId=before)  # it terminates
     attaching.join(timeout=60)
 
     assert not attaching.is_alive()
@@ -201,11 +208,7 @@ def test_the_new_edge_waits_for_the_one_before_to_let_go_of_the_volume(edge):
 
 
 def test_a_volume_still_held_at_the_deadline_stops_the_boot(edge):
-    volume = edge.ec2.create_volume(AvailabilityZone=VOLUME_ZONE, Size=1)["VolumeId"]
-    image = edge.ec2.describe_images()["Images"][0]["ImageId"]
-    other = edge.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1,
-                                   Placement={"AvailabilityZone": VOLUME_ZONE})["Instances"][0]
-    edge.ec2.attach_volume(VolumeId=volume, InstanceId=other["InstanceId"], Device="/dev/sdf")
+    volume, _ = held_by_another_instance(edge)
 
     with pytest.raises(RuntimeError, match="is still held by"):
         boot.attach(edge.ec2, volume, edge.instance_id, time.monotonic())

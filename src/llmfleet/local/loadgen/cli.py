@@ -382,9 +382,12 @@ def _spec(args: argparse.Namespace) -> LoadSpec:
     url = args.url or sandbox_endpoint(args.state_dir) or DEFAULT_URL
     if args.ca_file is not None and not args.ca_file.is_file():
         raise ValueError(f"--ca-file {args.ca_file}: no such file")
+    ca_file = str(args.ca_file) if args.ca_file else None
+    if ca_file is None and URL(url).scheme == "https":  # only HTTPS asks the sandbox for it
+        ca_file = sandbox_ca_file(url, args.state_dir)
     return LoadSpec(
         url=url,
-        ca_file=str(args.ca_file) if args.ca_file else sandbox_ca_file(url, args.state_dir),
+        ca_file=ca_file,
         model=args.model,
         requests=requests,
         concurrency=args.concurrency,
