@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -144,6 +146,27 @@ def test_no_model_server_to_take_a_request_is_a_json_502(start_sandbox):
     assert status == 502
     assert openai_error(headers, body)["code"] == "upstream_unavailable"
     assert headers["x-llmfleet-upstream"]  # the sandbox shows which servers were tried
+
+
+@pytest.mark.parametrize("auth", [True, False], ids=["keys", "no-keys"])
+def test_a_failure_of_nginx_itself_is_a_json_500_not_the_key_service(start_sandbox, auth):
+    # A body over 16 kB goes to a temp file; with its directory made a plain file, nginx fails
+    # after the key passed. With keys on, that must not read "the API key service is
+    # unavailable": the key service answered.
+    box = start_sandbox(sandbox={"monitoring": False, "auth": auth})
+    conf = next(Path(box["state_dir"]).rglob("nginx.conf")).read_text()
+    temp = Path(re.search(r"client_body_temp_path (\S+);", conf).group(1))
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.write_text("not a directory")
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 20_000}]})
+    key = (b"Authorization: Bearer " + box["api_key"].encode() + b"\r\n") if auth else b""
+    raw = (b"POST /v1/chat/completions HTTP/1.1\r\n" + HEAD + key
+           + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+           + body.encode())
+    status, headers, answer = exchange(box["endpoint"], raw)
+    assert status == 500, answer[:200]
+    assert openai_error(headers, answer)["code"] == "internal_error"
+    assert "retry-after" not in headers
 
 
 def test_with_tls_the_plain_http_server_refuses_as_json_too(tmp_path):

@@ -50,6 +50,8 @@ ERROR_PAGES = (
      "The request uses a transfer encoding or feature this server does not implement."),
     ("http_version", 505, "invalid_request_error", "http_version_not_supported",
      "Use HTTP/1.1 or HTTP/1.0."),
+    ("internal_error", 500, "server_error", "internal_error",
+     "The edge could not handle the request. Please retry shortly."),
     ("bad_gateway", 502, "server_error", "upstream_unavailable",
      "No model server could take the request. Please retry shortly."),
     ("unavailable", 503, "server_error", "service_unavailable",
