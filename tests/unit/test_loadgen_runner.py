@@ -22,6 +22,7 @@ from llmfleet.local.loadgen import (
     run_load_sync,
 )
 from llmfleet.local.loadgen.cli import add_arguments, run
+from llmfleet.local.loadgen.runner import retry_delay_s
 
 MODEL = "fake-model"
 
@@ -468,3 +469,12 @@ def test_a_connection_closed_before_any_answer_is_retried_like_the_openai_client
     assert (report.retried, report.ok) == (retried, ok)
     assert report.records[0].retries == 2
     assert server.seen == 3
+    # Each retry waited as the OpenAI client does (at least 0.375 s, then 0.75 s): at once,
+    # it would take a pooled connection the same reload had closed.
+    assert report.records[0].latency_s >= 0.375 + 0.75
+
+
+def test_retries_back_off_as_the_openai_python_client_does() -> None:
+    # openai-python's _calculate_retry_timeout: 0.5 s doubling, at most 8 s, less 0-25 %.
+    assert [retry_delay_s(n, 0.0) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert retry_delay_s(0, 0.999999) == pytest.approx(0.375)
