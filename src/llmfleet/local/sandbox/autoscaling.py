@@ -6,6 +6,7 @@ which `status` and `top` read. The loop itself is `llmfleet.local.autoscaler`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -15,7 +16,9 @@ from typing import Any
 
 from llmfleet.autoscale.policy import ScalerState
 from llmfleet.config import FleetConfig
+from llmfleet.config.model import BackendKind
 from llmfleet.local.sandbox.run import SandboxError, SandboxRun
+from llmfleet.local.simulator.capacity import sandbox_concurrency
 
 PROCESS = "autoscaler"  # its name and kind in the sandbox's records
 REPORT_FILE = "autoscaler.json"
@@ -99,6 +102,33 @@ def policy_config(config: FleetConfig, max_backends: int | None) -> FleetConfig:
     bounded = fleet.model_copy(update={"min_size": low, "max_size": high, "spot": True,
                                        "desired": max(low, starting)})
     return config.model_copy(update={"fleet": bounded})
+
+
+def aws_paced_notes(config: FleetConfig) -> list[str]:
+    """What in `autoscaling` is set for AWS's GPU nodes and misleads the adaptive policy over
+    simulated backends: a lead time of minutes against a boot of seconds projects a closed
+    loop's speed-up (arrivals grow as backends join) that far ahead; a utilisation made for a
+    T4's 32 slots plans a fraction of a request per backend of a few."""
+    a, sandbox = config.autoscaling, config.sandbox
+    if a.policy != "adaptive" or sandbox.backend is not BackendKind.SIMULATED:
+        return []
+    notes = []
+    serves_s = sandbox.boot_delay_s + config.edge.sync_interval_s
+    if a.scale_out_lead_s > 10 * max(serves_s, 1.0):
+        notes.append(
+            f"note: autoscaling.scale_out_lead_s is {a.scale_out_lead_s:g} s (a GPU node's "
+            f"cold start on AWS); a simulated backend serves about {serves_s:g} s after it is "
+            f"asked for. For a sandbox run set it near {math.ceil(serves_s) + 2}: else the "
+            "arrival trend is projected that far ahead and the policy asks for far more "
+            "backends than the load needs")
+    slots = sandbox_concurrency(config)
+    if slots is not None and a.slo_utilisation * slots < 1:
+        notes.append(
+            f"note: autoscaling.slo_utilisation {a.slo_utilisation:g} of a backend's "
+            f"{slots:g} slots plans for less than one request per backend while arrivals "
+            f"rise. For a sandbox run set it to at least {1 / slots:g} (0.5 plans half the "
+            "slots)")
+    return notes
 
 
 def start_autoscaler(run: SandboxRun, max_backends: int | None) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from llmfleet.config import FleetConfig
 from llmfleet.local.sandbox.autoscaling import PROCESS as AUTOSCALER
-from llmfleet.local.sandbox.autoscaling import policy_config, start_autoscaler
+from llmfleet.local.sandbox.autoscaling import aws_paced_notes, policy_config, start_autoscaler
 from llmfleet.local.sandbox.certificates import issue_edge_certificate
 from llmfleet.local.sandbox.components import claim_edge_ports, start_backends, start_edge
 from llmfleet.local.sandbox.monitoring import start_monitoring
@@ -63,6 +63,8 @@ def up(config: FleetConfig, state_dir: Path, *, edge_port_explicit: bool = False
             raise SandboxError("--autoscale reads the fleet's queue from Prometheus; turn "
                                "sandbox.monitoring on")
         policy_config(config, max_backends)  # bad bounds fail before anything starts
+        for note in aws_paced_notes(config):
+            say(note)
     elif max_backends is not None:
         raise SandboxError("--max-backends bounds the autoscaler; add --autoscale")
     _refuse_if_running(state_dir)
