@@ -4,6 +4,7 @@ and the scripts and systemd units inside it parse."""
 from __future__ import annotations
 
 import base64
+import gzip
 import py_compile
 import random
 import re
@@ -34,6 +35,27 @@ def _cloud_init_schema(path: Path) -> subprocess.CompletedProcess:
     assert binary, "cloud-init is not installed (scripts/bootstrap.sh installs it)"
     return subprocess.run([binary, "schema", "--config-file", str(path)],
                           capture_output=True, text=True, timeout=60, check=False)
+
+
+# Runs in the Python cloud-init is installed for (Debian's), not in the project's venv.
+_CLOUD_INIT_READER = """
+import sys
+from cloudinit.user_data import UserDataProcessor
+message = UserDataProcessor({}).process(sys.stdin.buffer.read())
+[part] = [p for p in message.walk() if not p.is_multipart()]
+assert part.get_content_type() == "text/cloud-config", part.get_content_type()
+sys.stdout.write(part.get_payload(decode=True).decode())
+"""
+
+
+def _as_cloud_init_reads_it(raw: bytes) -> str:
+    binary = shutil.which("cloud-init")
+    assert binary, "cloud-init is not installed (scripts/bootstrap.sh installs it)"
+    python = Path(binary).read_text(errors="replace").splitlines()[0].removeprefix("#!").strip()
+    read = subprocess.run([python, "-c", _CLOUD_INIT_READER], input=raw, capture_output=True,
+                          timeout=60, check=False)
+    assert read.returncode == 0, read.stderr.decode()
+    return read.stdout.decode()
 
 
 def _files(text: str) -> dict[str, str]:
@@ -248,6 +270,10 @@ def test_user_data_is_compressed_within_ec2s_limit_and_the_same_for_the_same_con
         # gzip, which cloud-init unpacks; EC2 counts the bytes before base64.
         assert raw[:2] == b"\x1f\x8b", name
         assert len(raw) <= 16 * 1024, (name, len(raw))
+
+        # cloud-init's own reader (the distribution's, as on the instance) unpacks it to the
+        # cloud-config that was rendered.
+        assert _as_cloud_init_reads_it(raw) == gzip.decompress(raw).decode(), name
 
     # Rendered again from the same config: byte for byte the same, so no template changes.
     name, encoded = next(iter(first.items()))
