@@ -27,7 +27,9 @@ class Autoscaling(Strict):
     scale_out_after_s: float = Field(
         60.0, ge=0, le=3600, description="the queue above the threshold this long: scale out")
     scale_in_after_s: float = Field(
-        600.0, ge=0, le=86_400, description="no queue this long: scale in one node")
+        600.0, ge=0, le=86_400,
+        description="no queue this long: scale in (seed: one node; adaptive: up to "
+                    "scale_in_step idle ones)")
     panic_after_s: float = Field(
         15.0, ge=0, le=3600,
         description="adaptive: a queue of panic_factor x threshold this long sizes for the "
