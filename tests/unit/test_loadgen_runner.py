@@ -456,6 +456,51 @@ class ClosesFirstConnections:
                                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
+class ClosesAfterEachAnswer:
+    """A server that answers each request with a keep-alive response and closes its connection
+    right behind it, in the same segment (TCP_CORK): an nginx worker leaving after a reload."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.answered = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        body = json.dumps({"choices": [{"message": {"content": "hi"}}],
+                           "usage": {"completion_tokens": 1}}).encode()
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                with connection:
+                    buffer = b""
+                    while b"\r\n\r\n" not in buffer:
+                        chunk = connection.recv(65536)
+                        if not chunk:
+                            break
+                        buffer += chunk
+                    else:
+                        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+                        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json"
+                                           b"\r\nContent-Length: %d\r\n\r\n%s"
+                                           % (len(body), body))
+                        connection.shutdown(socket.SHUT_WR)
+                        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+                        self.answered += 1
+
+
+def test_a_connection_the_server_closed_behind_its_answer_is_not_sent_on_again() -> None:
+    server = ClosesAfterEachAnswer()
+    try:
+        report = run_load_sync(LoadSpec(url=f"http://127.0.0.1:{server.port}", model="m",
+                                        requests=20, concurrency=1, stream=False,
+                                        max_duration_s=20, timeout_s=5))
+    finally:
+        server.listener.close()
+    assert report.ok == 20
+    assert report.retried == 0  # every request found its connection closed, not failed
+
+
 @pytest.mark.parametrize(("drop", "retried", "ok"), [(2, 1, 1), (3, 1, 0)])
 def test_a_connection_closed_before_any_answer_is_retried_like_the_openai_clients(
         drop: int, retried: int, ok: int) -> None:
