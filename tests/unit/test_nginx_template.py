@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from llmfleet.config import validate
 from llmfleet.edge.nginx import (
     ERROR_PAGE_PREFIX,
     ERROR_PAGES,
+    WORKER_CONNECTIONS,
     MetricsProxy,
     NginxPaths,
     TlsFiles,
@@ -270,3 +272,13 @@ def test_with_private_runtime_files_a_root_master_runs_its_workers_as_their_owne
     assert (re.search(r"^user root;$", text, re.M) is not None) == (euid == 0)
     # The edge host's paths (Debian's, readable by nginx's own user): no user line.
     assert "\nuser " not in render_nginx_conf(validate({}, "test"), THREE)
+
+
+@pytest.mark.parametrize(("cap", "expected"), [(None, 2 * WORKER_CONNECTIONS),
+                                               (20_000, 20_000),
+                                               (10 * WORKER_CONNECTIONS, 2 * WORKER_CONNECTIONS)])
+def test_workers_ask_for_no_more_open_files_than_the_machine_allows(tmp_path, cap, expected):
+    # Above the hard limit nginx's setrlimit fails, with an [alert] at every start and reload.
+    paths = replace(NginxPaths.under(tmp_path), open_files_cap=cap)
+    text = render_nginx_conf(validate({}, "test"), THREE, paths=paths)
+    assert f"worker_rlimit_nofile {expected};" in text

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -128,6 +129,9 @@ class NginxPaths:
     temp_dir: str | None = None
     # The workers' user, when it must not be nginx's default (nobody with a root master).
     worker_user: str | None = None
+    # The most files a worker may hold open, when the machine allows fewer than the edge asks
+    # for: above the hard limit, nginx's setrlimit fails with an [alert] at every reload.
+    open_files_cap: int | None = None
 
     @classmethod
     def under(cls, directory: Path) -> NginxPaths:
@@ -142,12 +146,20 @@ class NginxPaths:
             access_log=str(directory / "access.log"),
             temp_dir=str(directory / "tmp"),
             worker_user=pwd.getpwuid(0).pw_name if os.geteuid() == 0 else None,
+            open_files_cap=_hard_open_files_limit(),
         )
 
     def make_dirs(self) -> None:
         """nginx creates the temp folders but not their parent; create it."""
         if self.temp_dir:
             Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
+
+
+def _hard_open_files_limit() -> int | None:
+    """This process's hard limit on open files, which the nginx it starts inherits; None when
+    there is none."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
 
 
 def render_nginx_conf(
