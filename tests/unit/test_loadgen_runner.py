@@ -456,6 +456,16 @@ class ClosesFirstConnections:
                                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
+def plain_requests_to(listener: socket.socket, *, requests: int):
+    """`requests` plain requests one after another to a test server; the server then closes."""
+    try:
+        return run_load_sync(LoadSpec(url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+                                      model="m", requests=requests, concurrency=1, stream=False,
+                                      max_duration_s=20, timeout_s=5))
+    finally:
+        listener.close()
+
+
 class ClosesAfterEachAnswer:
     """A server that answers each request with a keep-alive response and closes its connection
     right behind it, in the same segment (TCP_CORK): an nginx worker leaving after a reload."""
@@ -491,12 +501,7 @@ class ClosesAfterEachAnswer:
 
 def test_a_connection_the_server_closed_behind_its_answer_is_not_sent_on_again() -> None:
     server = ClosesAfterEachAnswer()
-    try:
-        report = run_load_sync(LoadSpec(url=f"http://127.0.0.1:{server.port}", model="m",
-                                        requests=20, concurrency=1, stream=False,
-                                        max_duration_s=20, timeout_s=5))
-    finally:
-        server.listener.close()
+    report = plain_requests_to(server.listener, requests=20)
     assert report.ok == 20
     assert report.retried == 0  # every request found its connection closed, not failed
 
@@ -505,12 +510,7 @@ def test_a_connection_the_server_closed_behind_its_answer_is_not_sent_on_again()
 def test_a_connection_closed_before_any_answer_is_retried_like_the_openai_clients(
         drop: int, retried: int, ok: int) -> None:
     server = ClosesFirstConnections(drop)
-    try:
-        report = run_load_sync(LoadSpec(url=f"http://127.0.0.1:{server.port}", model="m",
-                                        requests=1, concurrency=1, stream=False,
-                                        max_duration_s=10, timeout_s=5))
-    finally:
-        server.listener.close()
+    report = plain_requests_to(server.listener, requests=1)
     assert (report.retried, report.ok) == (retried, ok)
     assert report.records[0].retries == 2
     assert server.seen == 3
