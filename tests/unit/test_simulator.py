@@ -230,6 +230,8 @@ def test_an_instance_type_without_a_simulated_gpu_is_named():
     ("spot_capacity", -2, "spot_capacity: got -2"),
     ("output_tokens", "heavy:median=0", "output_tokens: invalid distribution"),
     ("preset", "h100", "preset: unknown preset 'h100'"),
+    ("think_s", 0.0, "think_s: got 0.0; allowed: a number of seconds > 0"),
+    ("think_s", float("nan"), "think_s: got nan"),
 ])
 def test_bad_settings_are_named_with_what_is_allowed(field, value, message):
     with pytest.raises(SimulationError, match=re.escape(message)):

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="spot interruptions per spot node-hour (default 0.01)")
     parser.add_argument("--spot-capacity", type=_whole(0),
                         help="spot instances AWS will give at once (default: no limit)")
+    parser.add_argument("--think-s", type=_positive_seconds,
+                        help="read the trace as students who think this long on average "
+                             "between an answer and their next message (a closed loop; "
+                             "default: the trace's requests as they are)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--timeline", action="store_true",
                         help="with --json: the fleet at every decision")
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         given = {"seed": args.seed, "preset": args.preset, "boot_s": args.boot_s,
                  "load_s": args.load_s, "warm_start_s": args.warm_start_s,
                  "spot_interruptions_per_hour": args.spot_interruptions,
-                 "spot_capacity": args.spot_capacity}
+                 "spot_capacity": args.spot_capacity, "think_s": args.think_s}
         settings = SimulationSettings(**{k: v for k, v in given.items() if v is not None})
         result = simulate(config, trace, settings, _Progress(sys.stderr))
     except (TraceError, SimulationError) as error:
@@ -119,6 +123,13 @@ def _seconds(text: str) -> float:
         value = -1.0
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 
 

@@ -24,7 +24,8 @@ from llmfleet.local.simulator.observe import History
 from llmfleet.local.simulator.outcomes import Outcomes
 from llmfleet.local.simulator.report import Moment, ScaleEvent, SimulationResult
 from llmfleet.local.simulator.settings import SimulationError, SimulationSettings
-from llmfleet.local.simulator.workload import Request, requests
+from llmfleet.local.simulator.students import Students
+from llmfleet.local.simulator.workload import Lengths, Request, requests
 from llmfleet.local.traces import Trace
 
 
@@ -51,9 +52,9 @@ class _Simulation:
         self.preset = settings.preset_for(config)
         self.env = simpy.Environment()
         self.outcomes = Outcomes(settings.ttft_slo_s, settings.e2e_slo_s)
-        self.fleet = Fleet(self.env, config, self.preset, settings, self.outcomes.done,
-                           self.outcomes.gave_up, self._hand_back)
-        self.edge = Edge(self.fleet.ready, lambda: self.env.now, self.outcomes.fail)
+        self.fleet = Fleet(self.env, config, self.preset, settings, self._done,
+                           self._gave_up, self._hand_back)
+        self.edge = Edge(self.fleet.ready, lambda: self.env.now, self._failed)
         self.history = History(config.autoscaling,
                                node_concurrency=float(self.preset.max_num_seqs))
         self.policy = PolicySettings.of(config)
@@ -66,6 +67,19 @@ class _Simulation:
 
     def _hand_back(self, handed: list[Request]) -> None:
         self.edge.send_again(handed)
+
+    # What happened to a request, told to the outcomes and then to its student, if any.
+    def _done(self, request: Request, now: float) -> None:
+        self.outcomes.done(request, now)
+        _ended(request)
+
+    def _gave_up(self, request: Request, now: float) -> None:
+        self.outcomes.gave_up(request, now)
+        _ended(request)
+
+    def _failed(self, request: Request, now: float, reason: str) -> None:
+        self.outcomes.fail(request, now, reason)
+        _ended(request)
 
     def _start_fleet(self) -> ScalerState:
         config = self.config
@@ -89,14 +103,22 @@ class _Simulation:
         return self._result(env.now)
 
     def _arrivals(self):
-        env, outcomes, edge = self.env, self.outcomes, self.edge
-        settings = self.settings
-        for request in requests(self.trace, settings.seed, settings.prompts,
-                                settings.outputs):
-            yield env.timeout(request.arrival - env.now)
-            outcomes.arrive()
-            edge.send(request)
+        env, settings = self.env, self.settings
+        if settings.think_s is not None:
+            students = Students(env, self.trace, settings.think_s, settings.seed,
+                                Lengths(settings.seed, settings.prompts, settings.outputs),
+                                self._send)
+            yield env.process(students.run())
+        else:
+            for request in requests(self.trace, settings.seed, settings.prompts,
+                                    settings.outputs):
+                yield env.timeout(request.arrival - env.now)
+                self._send(request)
         self.arrivals_done = True
+
+    def _send(self, request: Request) -> None:
+        self.outcomes.arrive()
+        self.edge.send(request)
 
     def _control(self):
         """Scrapes, spot notices and decisions, in time order, until every request is done."""
@@ -188,6 +210,11 @@ class _Simulation:
             scale_log=tuple(self.scale_log),
             timeline=tuple(self.timeline),
         )
+
+
+def _ended(request: Request) -> None:
+    if request.ended is not None:
+        request.ended()
 
 
 def _hourly_prices(config: FleetConfig) -> tuple[float, float]:

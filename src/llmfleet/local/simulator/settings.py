@@ -48,6 +48,11 @@ class SimulationSettings:
     prompt_tokens: str = DEFAULT_PROMPT_TOKENS
     ttft_slo_s: float = 2.0
     e2e_slo_s: float = 30.0
+    # None: the trace's requests arrive as they are (open loop). A number: the trace is read
+    # as students (rps x STUDENT_MESSAGE_INTERVAL_S of them at a time), each sending a
+    # message, waiting for its answer, and thinking this long on average before the next
+    # (closed loop): when answers slow down, fewer messages arrive; when they speed up, more.
+    think_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in _SECONDS_OR_RATES:
@@ -57,6 +62,11 @@ class SimulationSettings:
         for name in ("ttft_slo_s", "e2e_slo_s"):
             if getattr(self, name) <= 0:
                 raise SimulationError(f"{name}: got {getattr(self, name)!r}; allowed: > 0")
+        if self.think_s is not None and not (
+                isinstance(self.think_s, int | float) and math.isfinite(self.think_s)
+                and self.think_s > 0):
+            raise SimulationError(f"think_s: got {self.think_s!r}; allowed: a number of "
+                                  "seconds > 0, or none for the trace's arrivals as they are")
         if self.spot_capacity is not None and self.spot_capacity < 0:
             raise SimulationError(f"spot_capacity: got {self.spot_capacity}; allowed: a whole "
                                   "number >= 0, or none for no limit")
