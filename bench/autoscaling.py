@@ -10,19 +10,24 @@ with the two goals: on `surge`, adaptive beats seed on SLO attainment at no more
 `diurnal`, adaptive costs less than fixed:max at equal SLO attainment (within
 --slo-tolerance, and within fixed:max's own spread over the seeds).
 
+--think-s T reads each trace as students instead of requests (a closed loop: each student
+sends a message, waits for its answer, thinks T s on average, sends the next), where the
+arrival rate follows the fleet's speed: see llmfleet.local.simulator.students.
+
 --variant adds a row per trace: `adaptive` with other autoscaling keys, or another policy,
 as comma-separated key=value pairs of the autoscaling section, e.g. `slo_utilisation=0.1`,
 `slo_utilisation=0.8,scale_out_lead_s=0` (adaptive without the trend and headroom) or
 `policy=fixed:10`.
 
     .venv/bin/python bench/autoscaling.py [--max-nodes 20] [--seeds 3] [--variant K=V,...]
+        [--think-s 50]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from common import ratio, say
 
@@ -54,7 +59,11 @@ def main() -> None:
     parser.add_argument("--traces", nargs="*", default=list(BUILTIN_TRACES))
     parser.add_argument("--variant", action="append", default=[], type=_variant,
                         help="another row: autoscaling keys as K=V,K=V (repeatable)")
+    parser.add_argument("--think-s", type=float, default=None,
+                        help="read the traces as students thinking this long on average "
+                             "between an answer and their next message (closed loop)")
     args = parser.parse_args()
+    settings = SimulationSettings(think_s=args.think_s)
 
     rows = [(policy, {"policy": policy}) for policy in POLICIES] + args.variant
     table: dict[tuple[str, str], Row] = {}
@@ -62,9 +71,10 @@ def main() -> None:
         trace = load_trace(trace_name)
         for label, scaling in rows:
             say(f"{trace_name} with {label}, {args.seeds} seed(s)")
-            table[trace_name, label] = _cell(trace, scaling, args.max_nodes, args.seeds)
+            table[trace_name, label] = _cell(trace, scaling, args.max_nodes, args.seeds,
+                                             settings)
     print(_render(table, args.traces, [label for label, _ in rows], args.max_nodes,
-                  args.seeds))
+                  args.seeds, args.think_s))
     print()
     print(_goals(table, args.slo_tolerance))
 
@@ -88,7 +98,8 @@ def _value(text: str) -> object:
     return text
 
 
-def _cell(trace, scaling: dict[str, object], max_nodes: int, seeds: int) -> Row:
+def _cell(trace, scaling: dict[str, object], max_nodes: int, seeds: int,
+          settings: SimulationSettings) -> Row:
     if scaling.get("policy") == "fixed:max":
         scaling = {**scaling, "policy": f"fixed:{max_nodes}"}
     config = validate({
@@ -98,7 +109,7 @@ def _cell(trace, scaling: dict[str, object], max_nodes: int, seeds: int) -> Row:
     results: list[SimulationResult] = []
     started = time.perf_counter()
     for seed in range(seeds):
-        results.append(simulate(config, trace, SimulationSettings(seed=seed)))
+        results.append(simulate(config, trace, replace(settings, seed=seed)))
     wall = (time.perf_counter() - started) / seeds
 
     def mean(values: list[float]) -> float:
@@ -118,12 +129,15 @@ def _cell(trace, scaling: dict[str, object], max_nodes: int, seeds: int) -> Row:
 
 
 def _render(table: dict[tuple[str, str], Row], traces: list[str], labels: list[str],
-            max_nodes: int, seeds: int) -> str:
+            max_nodes: int, seeds: int, think_s: float | None) -> str:
     width = max(10, *(len(label) for label in labels))
+    arrivals = ("the traces' requests as they are" if think_s is None else
+                f"the traces as students thinking {think_s:g} s between an answer and their "
+                "next message")
     lines = [
         f"autoscaling policies in the fleet simulator: t4 spot nodes 1..{max_nodes}, "
-        f"{seeds} seed(s); x seed = ratio to the seed's rule on the same trace; spread = "
-        "SLO's highest - lowest over the seeds",
+        f"{seeds} seed(s), {arrivals}; x seed = ratio to the seed's rule on the same trace; "
+        "spread = SLO's highest - lowest over the seeds",
         f"  {'trace':<8} {'policy':<{width}} {'SLO':>7} {'spread':>6} {'x seed':>6} "
         f"{'TTFT ok':>7} "
         f"{'P99 s':>7} {'x seed':>6} "
