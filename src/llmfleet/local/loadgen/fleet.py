@@ -7,7 +7,7 @@ from pathlib import Path
 
 from yarl import URL
 
-from llmfleet.local.sandbox import default_state_dir, status
+from llmfleet.local.sandbox import default_state_dir, load_state, status
 from llmfleet.observability.prometheus_api import PrometheusError, query_range
 
 __all__ = [
@@ -75,11 +75,12 @@ def sandbox_endpoint(state_dir: Path | None) -> str | None:
 
 
 def sandbox_ca_file(target: str, state_dir: Path | None) -> str | None:
-    """The running sandbox's CA (``up --tls``), if ``target`` is that sandbox's edge."""
-    sandbox = status(state_dir or default_state_dir())
-    if not sandbox.running or not sandbox.endpoint or not sandbox.ca_file:
+    """The sandbox's CA (``up --tls``), if ``target`` is that sandbox's edge. From its records
+    alone: whether it runs, the connection tells, without probing every process again."""
+    state = load_state((state_dir or default_state_dir()).resolve())
+    if state is None or not state.ca_file or not Path(state.ca_file).is_file():
         return None
-    return sandbox.ca_file if _authority(target) == _authority(sandbox.endpoint) else None
+    return state.ca_file if _authority(target) == _authority(state.endpoint) else None
 
 
 def sandbox_prometheus(target: str, state_dir: Path | None) -> str | None:
