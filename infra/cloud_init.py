@@ -29,8 +29,6 @@ from llmfleet.services import (
     redis_settings,
 )
 
-# EC2 refuses user data above 16 KB (before base64).
-USER_DATA_LIMIT = 16 * 1024
 # The node's lifecycle script, beside its cloud-init template.
 LIFECYCLE_SCRIPT = "llmfleet-lifecycle"
 
@@ -152,10 +150,8 @@ def _render(role: str, **values: object) -> str:
         autoescape=False,  # YAML and shell, not HTML
     )
     env.filters["sh"] = _shell_word
-    text = env.get_template("cloud-init.yaml.j2").render(**values)
-    if len(text.encode()) > USER_DATA_LIMIT:
-        raise ValueError(f"{role} user data is {len(text.encode())} bytes; EC2 allows 16 KB")
-    return text
+    # EC2's size limit is checked where the text is encoded for it (common.py).
+    return env.get_template("cloud-init.yaml.j2").render(**values)
 
 
 def _shell_word(value: object) -> str:

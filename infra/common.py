@@ -207,7 +207,17 @@ def launch_user_data(text: str) -> str:
     mtime 0 keeps the bytes the same for the same text, so an unchanged config changes no
     template."""
     packed = gzip.compress(text.encode(), mtime=0)
-    if len(packed) > USER_DATA_MAX_BYTES:
-        raise pulumi.RunError(f"user data of {len(packed)} bytes, gzip-compressed: EC2 takes at "
-                              f"most {USER_DATA_MAX_BYTES}")
+    _within_ec2s_limit(packed, "gzip-compressed")
     return base64.b64encode(packed).decode()
+
+
+def instance_user_data(text: str) -> str:
+    """User data an instance takes as text (EC2 encodes it), within EC2's limit."""
+    _within_ec2s_limit(text.encode(), "as text")
+    return text
+
+
+def _within_ec2s_limit(data: bytes, form: str) -> None:
+    if len(data) > USER_DATA_MAX_BYTES:
+        raise pulumi.RunError(f"user data of {len(data)} bytes, {form}: EC2 takes at most "
+                              f"{USER_DATA_MAX_BYTES}")

@@ -18,6 +18,7 @@ from common import (
     Account,
     imdsv2,
     instance_role,
+    instance_user_data,
     launch_tags,
     pinned_ami,
     policy_document,
@@ -148,10 +149,10 @@ class Monitor(pulumi.ComponentResource):
             )
 
         user_data = pulumi.Output.all(account.region, volume.id, bucket.bucket, bundle).apply(
-            lambda values: render_monitor(
+            lambda values: instance_user_data(render_monitor(
                 config, stack=args.stack, region=values[0], volume_id=values[1],
                 grafana_password_parameter=password_parameter, config_bucket=values[2],
-                config_sha256=hashlib.sha256(values[3].encode()).hexdigest()))
+                config_sha256=hashlib.sha256(values[3].encode()).hexdigest())))
         # The image as EC2 resolves it at each launch, as for the edge and the GPU nodes: a
         # newer Ubuntu build replaces nothing, and a replacement instance gets the newest.
         template = aws.ec2.LaunchTemplate(
