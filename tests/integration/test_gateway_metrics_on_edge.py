@@ -115,5 +115,7 @@ def test_the_edge_exporter_counts_clients_responses_and_not_the_monitors_scrapes
         return requests.get(edge["exporter"] + "/metrics", timeout=5).text
 
     assert wait_until(
-        lambda: _sample(counted(), 'llmfleet_edge_responses_total{class="4xx"}') == 1, 5)
+        lambda: _sample(counted(), 'llmfleet_edge_responses_total{class="4xx"}') == 1, 5), (
+        "the exporter's counts: "
+        + "; ".join(re.findall(r"^llmfleet_edge_\w+(?:\{.*?\})? \S+$", counted(), re.M)))
     assert _sample(counted(), 'llmfleet_edge_responses_total{class="2xx"}') == 0
